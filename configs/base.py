@@ -1,0 +1,127 @@
+"""The shared base config: every field the library reads, with its default.
+
+Experiment configs call `get_base_config()` and override what differs. Configs are locked by
+`main.py` (and the tools), so a misspelt `--config.x.y=` override fails at start-up.
+
+Sections:
+  model:  the network (backbone, depth, aggregation and its settings, dtype).
+  data:   the dataset (TFDS name and dir), clip sampling and augmentation, eval views.
+  train:  optimisation, schedule, batch, steps.
+  eval:   multi-view evaluation.
+  mesh / checkpoint / logging: distributed layout, Orbax, writers.
+"""
+
+import ml_collections
+
+# ImageNet mean/std on the 0-255 scale, as the original (`Normalize`, RGB order).
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+# The original's R50 insertion map (configs/kinetics400/r50_e100.py): res3 blocks 1, 3; res4 1, 3, 5.
+DSA_R50_INSERT_FREQ = (0, (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), 0)
+# R18 analogue (spec §2.2): block 1 of res3 and of res4.
+DSA_R18_INSERT_FREQ = (0, (0, 1), (0, 1), 0)
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the base config (DSA + I3D ResNet-50, Kinetics-400 shapes)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = "i3d_resnet"  # 'i3d_resnet' | 'tsm_resnet'
+  c.model.depth = 50  # 18 | 34 | 50 | 101
+  c.model.base_width = 64  # channels of the stem / res2; 64 is the real network
+  c.model.num_classes = 400
+  c.model.num_segments = 4  # U: snippets per video seen by one forward pass
+  c.model.aggregation = "dsa"  # 'tsn' | 'dsa' | 'v4d' | 'se'
+  # Per stage (res2..res5): 0 = none, 1 = every block, or a tuple with one flag per block.
+  c.model.insert_freq = DSA_R50_INSERT_FREQ
+  # 'res_1'..'res_4' = the paper's positions I-IV inside the residual branch; 'bottom' = on the
+  # block output (with identity).
+  c.model.insert_place = "res_2"
+  c.model.dsa = ml_collections.ConfigDict(
+    dict(alpha=2, beta=1 / 8, kernel_size=3, with_identity=False)
+  )
+  c.model.se = ml_collections.ConfigDict(dict(reduction=16))
+  c.model.tsm = ml_collections.ConfigDict(dict(shift_div=8))
+  c.model.inflate_freq = (0, 0, 1, 1)
+  c.model.inflate_style = "3x1x1"  # Bottleneck only; BasicBlocks inflate to 3x3x3
+  c.model.dropout_rate = 0.5
+  c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
+  c.model.remat = False  # rematerialise each residual block in the backward pass
+  c.model.conv_impl = "auto"  # 'auto' | 'conv3d' | 'frames2d' (kt x k x k as kt 2D convs over frames)
+  c.model.bn_momentum = 0.9  # Flax convention (PyTorch momentum 0.1)
+  c.model.bn_epsilon = 1e-5
+  # Videos per BatchNorm statistics group, DSA's BatchNorm included. 0 = the whole global batch
+  # (synchronised BN). The paper used per-GPU statistics over 12 videos: bn_group_size=12.
+  c.model.bn_group_size = 0
+
+  # ---------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "kinetics400"  # a TFDS builder name (see dsanet_jax/data/builders)
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+  c.data.num_frames = 8  # T: frames per snippet
+  c.data.frame_interval = 8  # tau: stride between the frames of a snippet
+  c.data.crop_size = 224
+  c.data.train_crop = "random_resized"  # 'random_resized' | 'scale_jitter'
+  c.data.rrc_scale = (0.08, 1.0)
+  c.data.rrc_ratio = (3 / 4, 4 / 3)
+  c.data.scale_jitter_short_side = (256, 320)
+  c.data.flip = True
+  # Pairs of class names swapped when a clip is flipped (Something-Something left/right classes).
+  c.data.flip_label_pairs = ()
+  c.data.mean = IMAGENET_MEAN_255
+  c.data.std = IMAGENET_STD_255
+  c.data.dtype = "float32"  # dtype of the video batch handed to the model
+  c.data.shuffle_buffer = 256
+  c.data.num_parallel_calls = -1  # tf.data AUTOTUNE
+  c.data.prefetch = 2
+
+  # ---------------------------------------------------------------- train
+  c.train = ml_collections.ConfigDict()
+  c.train.global_batch_size = 96
+  c.train.num_epochs = 100.0
+  c.train.num_train_examples = ml_collections.FieldReference(0, field_type=int)  # 0 = from TFDS
+  c.train.optimizer = "sgd"  # 'sgd' (Nesterov momentum) | 'adamw'
+  c.train.base_lr = 0.015  # at reference_batch_size; scaled linearly by the global batch size
+  c.train.reference_batch_size = 96
+  c.train.momentum = 0.9
+  c.train.nesterov = True
+  c.train.weight_decay = 1e-4
+  c.train.schedule = "step"  # 'step' | 'cosine' | 'constant'
+  c.train.lr_decay_epochs = (50, 75, 90)
+  c.train.lr_decay_factor = 0.1
+  c.train.warmup_epochs = 10.0
+  c.train.warmup_start_factor = 0.01
+  c.train.grad_clip_norm = 40.0  # 0 = off
+  c.train.label_smoothing = 0.0
+  c.train.grad_accum_steps = 1
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 0  # 0 = only at the end
+  c.init_from = ml_collections.FieldReference(None, field_type=str)  # converted checkpoint dir
+
+  # ---------------------------------------------------------------- eval
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_segments = 8  # U_test; a multiple of model.num_segments (interleaved passes)
+  c.eval.num_crops = 3  # 3 = ThreeCrop of crop_size at short side resize; 1 = centre crop
+  c.eval.short_side = 256
+  c.eval.crop_size = 256
+  c.eval.batch_size = 8  # global, videos per eval step
+  c.eval.aggregate = "logits"  # 'logits' | 'probs'
+  c.eval.val_num_segments = 4  # views during periodic validation while training
+  c.eval.val_num_crops = 1
+
+  # ---------------------------------------------------------------- mesh, checkpoints, logging
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # devices on the data axis; -1 = all
+  c.mesh.fsdp = 1  # devices on the parameter-sharding axis
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.keep = 3
+  c.checkpoint.keep_best = 1
+  c.checkpoint.async_save = True
+  return c
