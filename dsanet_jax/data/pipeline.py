@@ -1,0 +1,371 @@
+"""The tf.data snippet pipeline: TFDS video datasets -> numpy batches of normalised clips.
+
+Contract (docs/design.md):
+  make_train_iterator(cfg, *, local_batch_size, process_index, process_count, start_step=0)
+    -> infinite iterator of {'video': [B, U, T, H, W, 3] cfg.data.dtype, 'label': int32 [B],
+       'mask': bool [B]}.
+  make_eval_iterator(cfg, *, split, local_batch_size, process_index, process_count, num_segments,
+                     num_crops)
+    -> finite iterator, the same number of batches on every process, of {'video':
+       [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
+       'video_id': bytes [B]}; every example exactly once over all processes.
+  num_examples(cfg, split) -> int;  class_names(cfg) -> list[str].
+
+Phases of a training example (DMVR's design, our code):
+  read     this process's contiguous slice [start, end) of the split, in the stored order (TFDS
+           shuffles examples at build time), JPEG frames left encoded (SkipDecoding);
+  sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
+           strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
+  shuffle  per epoch, seeded by (seed, epoch);
+  decode   `decode_and_crop_jpeg` of the one box of the video (transforms.py), resize, flip;
+  batch    normalise, cast, batch(drop_remainder), bounded prefetch.
+Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
+shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
+k*B // n_local and skips the rest (reading, not decoding, at most one epoch of records).
+"""
+
+import difflib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from dsanet_jax.data import sampling, transforms
+
+
+def _hide_gpus_from_tf() -> None:
+  """Keeps TF off accelerators (JAX owns them); harmless on CPU-only machines."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError as e:  # TF devices already initialised by someone else.
+    logging.warning("Could not hide GPUs from TensorFlow: %s", e)
+
+
+_hide_gpus_from_tf()
+
+_DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16}
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+# ---------------------------------------------------------------- dataset metadata
+
+
+def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of `cfg.data.name` in `cfg.data.data_dir` (the project's builders first)."""
+  name, data_dir = cfg.data.name, cfg.data.data_dir
+  try:
+    from dsanet_jax.data.builders import get_builder
+  except ImportError:
+    get_builder = None
+  if get_builder is not None:
+    return get_builder(name, data_dir)
+  return tfds.builder(name, data_dir=data_dir)
+
+
+def num_examples(
+  cfg: ml_collections.ConfigDict, split: str, *, builder: tfds.core.DatasetBuilder | None = None
+) -> int:
+  """Number of examples in `split` of the configured dataset."""
+  builder = builder or load_builder(cfg)
+  splits = builder.info.splits
+  if split not in splits:
+    raise ValueError(
+      f"Split {split!r} not in dataset {builder.info.name!r} "
+      f"(data_dir={cfg.data.data_dir!r}); it has {sorted(splits.keys())}"
+    )
+  return int(splits[split].num_examples)
+
+
+def class_names(
+  cfg: ml_collections.ConfigDict, *, builder: tfds.core.DatasetBuilder | None = None
+) -> list[str]:
+  """The dataset's class names, in label-id order."""
+  builder = builder or load_builder(cfg)
+  return list(builder.info.features["label"].names)
+
+
+def flip_label_permutation(pairs: Any, names: list[str], dataset: str = "") -> np.ndarray | None:
+  """int32 [K] mapping a label to its mirror-image label, from pairs of class names; None if none.
+
+  Raises ValueError naming `data.flip_label_pairs` for unknown names or malformed pairs.
+  """
+  pairs = tuple(pairs or ())
+  if not pairs:
+    return None
+  index = {n: i for i, n in enumerate(names)}
+  perm = np.arange(len(names), dtype=np.int32)
+  for pair in pairs:
+    if len(pair) != 2:
+      raise ValueError(
+        f"data.flip_label_pairs: each entry must be a pair of class names, got {pair!r}"
+      )
+    ids = []
+    for name in pair:
+      if name not in index:
+        close = difflib.get_close_matches(name, names, n=3)
+        raise ValueError(
+          f"data.flip_label_pairs: class {name!r} is not in the class list of dataset "
+          f"{dataset!r} ({len(names)} classes); closest: {close}"
+        )
+      ids.append(index[name])
+    a, b = ids
+    if perm[a] != a or perm[b] != b:
+      raise ValueError(f"data.flip_label_pairs: a class appears in two pairs: {pair!r}")
+    perm[a], perm[b] = b, a
+  return perm
+
+
+def _check_flip(cfg: ml_collections.ConfigDict) -> None:
+  if cfg.data.flip and not cfg.data.flip_label_pairs and "something" in cfg.data.name:
+    raise ValueError(
+      f"data.flip=True for {cfg.data.name!r} without data.flip_label_pairs: flipping would "
+      "mislabel its left/right classes. Set data.flip=False or give the pairs of mirror classes."
+    )
+
+
+def shard_bounds(n: int, process_index: int, process_count: int) -> tuple[int, int]:
+  """[start, end) of process `process_index`'s contiguous share of n examples."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  return n * process_index // process_count, n * (process_index + 1) // process_count
+
+
+def _read(builder: tfds.core.DatasetBuilder, split: str, start: int, end: int) -> tf.data.Dataset:
+  """Examples [start, end) of `split` in stored order, with the frames as JPEG strings."""
+  read_config = tfds.ReadConfig(try_autocache=False, skip_prefetch=True, add_tfds_id=False)
+  return builder.as_dataset(
+    split=f"{split}[{start}:{end}]",
+    shuffle_files=False,
+    decoders={"video": tfds.decode.SkipDecoding()},
+    read_config=read_config,
+  )
+
+
+def _options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
+  opts = tf.data.Options()
+  opts.deterministic = True
+  opts.experimental_optimization.inject_prefetch = False
+  opts.autotune.enabled = True
+  return opts
+
+
+def _parallel(cfg: ml_collections.ConfigDict) -> int:
+  n = cfg.data.num_parallel_calls
+  return _AUTOTUNE if n is None or n < 0 else int(n)
+
+
+def _dtype(cfg: ml_collections.ConfigDict) -> tf.DType:
+  if cfg.data.dtype not in _DTYPES:
+    raise ValueError(f"data.dtype must be one of {sorted(_DTYPES)}, got {cfg.data.dtype!r}")
+  return _DTYPES[cfg.data.dtype]
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train_select(
+  cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor, ex: dict[str, tf.Tensor]
+) -> dict[str, tf.Tensor]:
+  """Samples the U*T frame indices of one example and gathers their JPEG strings."""
+  key = sampling.example_seed(cfg.seed, epoch, index)
+  s_time, s_space = sampling.split_seed(key, 2)
+  u, t, tau = cfg.model.num_segments, cfg.data.num_frames, cfg.data.frame_interval
+  video = ex["video"]
+  nf = tf.shape(video)[0]
+  offsets = sampling.train_offsets(nf, u, t, tau, s_time)
+  idx = sampling.frame_indices(offsets, nf, t, tau)
+  return {
+    "jpegs": tf.gather(video, tf.reshape(idx, [-1])),
+    "label": tf.cast(ex["label"], tf.int32),
+    "seed": s_space,
+  }
+
+
+def _train_augment(
+  cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
+) -> dict[str, tf.Tensor]:
+  """Decodes the box of the sampled frames, resizes, flips: video [U, T, S, S, 3]."""
+  s_box, s_flip = sampling.split_seed(el["seed"], 2)
+  jpegs = el["jpegs"]
+  h, w = transforms.jpeg_shape(jpegs[0])
+  size = cfg.data.crop_size
+  if cfg.data.train_crop == "random_resized":
+    box = transforms.random_resized_crop_box(h, w, s_box, cfg.data.rrc_scale, cfg.data.rrc_ratio)
+  elif cfg.data.train_crop == "scale_jitter":
+    box = transforms.scale_jitter_box(h, w, s_box, size, cfg.data.scale_jitter_short_side)
+  else:
+    raise ValueError(
+      f"data.train_crop must be 'random_resized' or 'scale_jitter', got {cfg.data.train_crop!r}"
+    )
+  frames = transforms.decode_crop_resize(jpegs, box, size)
+  flip = transforms.flip_coin(s_flip, cfg.data.flip)
+  frames = transforms.flip_left_right(frames, flip)
+  label = el["label"]
+  if perm is not None:
+    label = tf.where(flip, tf.gather(tf.constant(perm), label), label)
+  video = transforms.normalize(frames, cfg.data.mean, cfg.data.std, _dtype(cfg))
+  u, t = cfg.model.num_segments, cfg.data.num_frames
+  video = tf.reshape(video, [u, t, size, size, 3])
+  return {"video": video, "label": label, "mask": tf.constant(True)}
+
+
+def make_train_dataset(
+  cfg: ml_collections.ConfigDict,
+  *,
+  local_batch_size: int,
+  process_index: int,
+  process_count: int,
+  start_step: int = 0,
+  builder: tfds.core.DatasetBuilder | None = None,
+) -> tf.data.Dataset:
+  """The infinite training tf.data.Dataset of this process (see the module docstring)."""
+  builder = builder or load_builder(cfg)
+  _check_flip(cfg)
+  _dtype(cfg)
+  split = cfg.data.train_split
+  n = num_examples(cfg, split, builder=builder)
+  start, end = shard_bounds(n, process_index, process_count)
+  n_local = end - start
+  if n_local <= 0:
+    raise ValueError(
+      f"Process {process_index}/{process_count} has no examples of "
+      f"{builder.info.name}:{split} (n={n})"
+    )
+  perm = flip_label_permutation(
+    cfg.data.flip_label_pairs, class_names(cfg, builder=builder), builder.info.name
+  )
+  first_epoch, skip = divmod(start_step * local_batch_size, n_local)
+  base = _read(builder, split, start, end).enumerate(start)
+  buffer = int(cfg.data.shuffle_buffer)
+
+  def epoch_ds(epoch: tf.Tensor) -> tf.data.Dataset:
+    ds = base.map(lambda i, ex: _train_select(cfg, epoch, i, ex), num_parallel_calls=_AUTOTUNE)
+    if buffer > 1:
+      ds = ds.shuffle(buffer, seed=sampling.epoch_shuffle_seed(cfg.seed, epoch))
+    return ds
+
+  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_ds)
+  if skip:
+    ds = ds.skip(skip)
+  ds = ds.map(lambda el: _train_augment(cfg, perm, el), num_parallel_calls=_parallel(cfg))
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.prefetch(cfg.data.prefetch)
+  return ds.with_options(_options(cfg))
+
+
+def make_train_iterator(
+  cfg: ml_collections.ConfigDict,
+  *,
+  local_batch_size: int,
+  process_index: int,
+  process_count: int,
+  start_step: int = 0,
+  builder: tfds.core.DatasetBuilder | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite iterator of training batches (numpy): video [B, U, T, S, S, 3], label, mask."""
+  ds = make_train_dataset(
+    cfg,
+    local_batch_size=local_batch_size,
+    process_index=process_index,
+    process_count=process_count,
+    start_step=start_step,
+    builder=builder,
+  )
+  return ds.as_numpy_iterator()
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _eval_prepare(
+  cfg: ml_collections.ConfigDict, num_segments: int, num_crops: int, crop_size: int, ex: dict
+) -> dict[str, tf.Tensor]:
+  """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres."""
+  t, tau = cfg.data.num_frames, cfg.data.frame_interval
+  video = ex["video"]
+  nf = tf.shape(video)[0]
+  idx = sampling.frame_indices(sampling.test_offsets(nf, num_segments, t, tau), nf, t, tau)
+  frames = transforms.decode_frames(tf.gather(video, tf.reshape(idx, [-1])))
+  frames = transforms.resize_short_side(frames, cfg.eval.short_side)
+  crops = transforms.multi_crop(frames, crop_size, num_crops)
+  crops = transforms.normalize(crops, cfg.data.mean, cfg.data.std, _dtype(cfg))
+  return {
+    "video": tf.reshape(crops, [num_crops, num_segments, t, crop_size, crop_size, 3]),
+    "label": tf.cast(ex["label"], tf.int32),
+    "mask": tf.constant(True),
+    "video_id": tf.cast(ex["video_id"], tf.string),
+  }
+
+
+def make_eval_dataset(
+  cfg: ml_collections.ConfigDict,
+  *,
+  split: str,
+  local_batch_size: int,
+  process_index: int,
+  process_count: int,
+  num_segments: int,
+  num_crops: int,
+  crop_size: int | None = None,
+  builder: tfds.core.DatasetBuilder | None = None,
+) -> tf.data.Dataset:
+  """Finite eval dataset of this process, padded with masked examples to the common batch count."""
+  builder = builder or load_builder(cfg)
+  crop_size = int(crop_size or cfg.eval.crop_size)
+  if crop_size > cfg.eval.short_side:
+    raise ValueError(f"eval crop {crop_size} is larger than eval.short_side {cfg.eval.short_side}")
+  n = num_examples(cfg, split, builder=builder)
+  start, end = shard_bounds(n, process_index, process_count)
+  max_local = max(
+    b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
+  )
+  num_batches = math.ceil(max_local / local_batch_size)
+  ds = _read(builder, split, start, end)
+  ds = ds.map(
+    lambda ex: _eval_prepare(cfg, num_segments, num_crops, crop_size, ex),
+    num_parallel_calls=_parallel(cfg),
+  )
+  shape = [num_crops, num_segments, cfg.data.num_frames, crop_size, crop_size, 3]
+  pad = {
+    "video": tf.zeros(shape, _dtype(cfg)),
+    "label": tf.constant(0, tf.int32),
+    "mask": tf.constant(False),
+    "video_id": tf.constant(b""),
+  }
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
+  ds = ds.batch(local_batch_size, drop_remainder=True).take(num_batches)
+  ds = ds.prefetch(cfg.data.prefetch)
+  return ds.with_options(_options(cfg))
+
+
+def make_eval_iterator(
+  cfg: ml_collections.ConfigDict,
+  *,
+  split: str,
+  local_batch_size: int,
+  process_index: int,
+  process_count: int,
+  num_segments: int,
+  num_crops: int,
+  crop_size: int | None = None,
+  builder: tfds.core.DatasetBuilder | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """Finite iterator of eval batches (numpy): video [B, crops, U_test, T, S, S, 3], label, mask,
+  video_id. `crop_size` defaults to cfg.eval.crop_size (periodic validation passes 224)."""
+  ds = make_eval_dataset(
+    cfg,
+    split=split,
+    local_batch_size=local_batch_size,
+    process_index=process_index,
+    process_count=process_count,
+    num_segments=num_segments,
+    num_crops=num_crops,
+    crop_size=crop_size,
+    builder=builder,
+  )
+  return ds.as_numpy_iterator()

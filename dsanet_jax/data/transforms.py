@@ -1,0 +1,193 @@
+"""Spatial ops for video clips (TF, inside tf.data maps). One box and one flip coin per video.
+
+Boxes are `(y, x, h, w)` int32 in the coordinates of the stored frames. Training crops are taken
+as "crop the box, resize it to crop_size" so that `tf.io.decode_and_crop_jpeg` decodes only the
+box: RandomResizedCrop is exactly that, and scale jitter (resize the short side to s, crop
+crop_size at a random place) is the same up to resampling with a box of side crop_size * short / s.
+
+All random draws are stateless (a seed int32 [2] in, the same box out).
+"""
+
+import math
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+# ---------------------------------------------------------------- boxes
+
+
+def random_resized_crop_box(
+  height: tf.Tensor,
+  width: tf.Tensor,
+  seed: tf.Tensor,
+  scale: Sequence[float] = (0.08, 1.0),
+  ratio: Sequence[float] = (3 / 4, 4 / 3),
+  attempts: int = 10,
+) -> tf.Tensor:
+  """RandomResizedCrop's box with the axes right: int32 [4] = (y, x, h, w).
+
+  torchvision's algorithm: up to `attempts` draws of an area fraction in `scale` and a log-uniform
+  aspect ratio w/h in `ratio`; the first box that fits is placed uniformly. If none fits, the
+  original's fallback: a centred square of side min(H, W). (The original compares the width with
+  the image height and draws x against the height; spec dsanet.md §4.3. Not copied.)
+  """
+  h_img = tf.cast(height, tf.int32)
+  w_img = tf.cast(width, tf.int32)
+  s_area, s_ratio, s_pos = tf.unstack(tf.random.experimental.stateless_split(seed, num=3))
+  area = tf.cast(h_img * w_img, tf.float32)
+  target = area * tf.random.stateless_uniform([attempts], s_area, scale[0], scale[1])
+  log_r = tf.random.stateless_uniform([attempts], s_ratio, math.log(ratio[0]), math.log(ratio[1]))
+  aspect = tf.exp(log_r)
+  w = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+  h = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+  fits = (w > 0) & (h > 0) & (w <= w_img) & (h <= h_img)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  any_fits = tf.reduce_any(fits)
+  side = tf.minimum(h_img, w_img)
+  bh = tf.where(any_fits, h[first], side)
+  bw = tf.where(any_fits, w[first], side)
+  u = tf.random.stateless_uniform([2], s_pos, 0.0, 1.0)
+  y_rand = tf.cast(tf.floor(u[0] * tf.cast(h_img - bh + 1, tf.float32)), tf.int32)
+  x_rand = tf.cast(tf.floor(u[1] * tf.cast(w_img - bw + 1, tf.float32)), tf.int32)
+  y = tf.where(any_fits, tf.minimum(y_rand, h_img - bh), (h_img - bh) // 2)
+  x = tf.where(any_fits, tf.minimum(x_rand, w_img - bw), (w_img - bw) // 2)
+  return tf.stack([y, x, bh, bw])
+
+
+def scale_jitter_box(
+  height: tf.Tensor,
+  width: tf.Tensor,
+  seed: tf.Tensor,
+  crop_size: int,
+  short_side_range: Sequence[int] = (256, 320),
+) -> tf.Tensor:
+  """Scale jitter + random crop as a box: int32 [4] = (y, x, h, w), a square.
+
+  The short side is resized to s ~ U{lo..hi} and a crop_size square is taken at a uniform place;
+  in stored-frame coordinates that is a square of side round(crop_size * short / s).
+  """
+  h_img = tf.cast(height, tf.int32)
+  w_img = tf.cast(width, tf.int32)
+  s_scale, s_pos = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  lo, hi = short_side_range
+  s = tf.random.stateless_uniform([], s_scale, lo, hi + 1, dtype=tf.int32)
+  short = tf.minimum(h_img, w_img)
+  side = tf.cast(
+    tf.round(crop_size * tf.cast(short, tf.float32) / tf.cast(s, tf.float32)), tf.int32
+  )
+  side = tf.clip_by_value(side, 1, short)
+  u = tf.random.stateless_uniform([2], s_pos, 0.0, 1.0)
+  y = tf.minimum(
+    tf.cast(tf.floor(u[0] * tf.cast(h_img - side + 1, tf.float32)), tf.int32), h_img - side
+  )
+  x = tf.minimum(
+    tf.cast(tf.floor(u[1] * tf.cast(w_img - side + 1, tf.float32)), tf.int32), w_img - side
+  )
+  return tf.stack([y, x, side, side])
+
+
+def flip_coin(seed: tf.Tensor, enabled: bool) -> tf.Tensor:
+  """One horizontal-flip coin (bool scalar) per video; always False when not `enabled`."""
+  if not enabled:
+    return tf.constant(False)
+  return tf.random.stateless_uniform([], seed, 0.0, 1.0) < 0.5
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def jpeg_shape(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(height, width) int32 of a JPEG string, from its header (no decoding)."""
+  shape = tf.io.extract_jpeg_shape(jpeg, output_type=tf.int32)
+  return shape[0], shape[1]
+
+
+def decode_frames(jpegs: tf.Tensor) -> tf.Tensor:
+  """Decodes JPEG strings [N] -> uint8 [N, H, W, 3] (all frames the same size)."""
+  return tf.map_fn(
+    lambda s: tf.io.decode_jpeg(s, channels=3),
+    jpegs,
+    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    parallel_iterations=16,
+  )
+
+
+def decode_crop_resize(jpegs: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
+  """Decodes only `box` (y, x, h, w) of each JPEG [N] and resizes it: float32 [N, size, size, 3]."""
+  frames = tf.map_fn(
+    lambda s: tf.io.decode_and_crop_jpeg(s, box, channels=3),
+    jpegs,
+    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    parallel_iterations=16,
+  )
+  return resize(frames, size, size)
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def resize(frames: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
+  """Bilinear resize [N, H, W, 3] -> float32 [N, height, width, 3] (no-op cast if same size)."""
+  frames_f = tf.cast(frames, tf.float32)
+  shape = tf.shape(frames)
+  same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
+  return tf.cond(
+    same,
+    lambda: frames_f,
+    lambda: tf.image.resize(frames_f, tf.stack([height, width]), method="bilinear"),
+  )
+
+
+def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
+  """Resizes [N, H, W, 3] so min(H, W) == short_side (aspect kept, rounded): float32."""
+  shape = tf.shape(frames)
+  h = tf.cast(shape[1], tf.float32)
+  w = tf.cast(shape[2], tf.float32)
+  factor = short_side / tf.minimum(h, w)
+  new_h = tf.maximum(tf.cast(tf.round(h * factor), tf.int32), short_side)
+  new_w = tf.maximum(tf.cast(tf.round(w * factor), tf.int32), short_side)
+  new_h = tf.where(h <= w, short_side, new_h)
+  new_w = tf.where(w < h, short_side, new_w)
+  return resize(frames, new_h, new_w)
+
+
+def multi_crop(frames: tf.Tensor, crop_size: int, num_crops: int) -> tf.Tensor:
+  """Test crops of [N, H, W, C] -> [num_crops, N, crop_size, crop_size, C].
+
+  num_crops == 1: the centre crop. num_crops == 3: along the long side, first / centre / last
+  (left, centre, right for landscape frames; top, centre, bottom for portrait), centred on the short
+  side (ThreeCrop). Frames must be at least crop_size on both sides.
+  """
+  if num_crops not in (1, 3):
+    raise ValueError(f"eval num_crops must be 1 or 3, got {num_crops}")
+  shape = tf.shape(frames)
+  h, w = shape[1], shape[2]
+  tf.debugging.assert_greater_equal(
+    tf.minimum(h, w), crop_size, message=f"frames smaller than the test crop {crop_size}"
+  )
+  cy, cx = (h - crop_size) // 2, (w - crop_size) // 2
+  if num_crops == 1:
+    starts = [(cy, cx)]
+  else:
+    landscape = w >= h
+    starts = [
+      (tf.where(landscape, cy, 0), tf.where(landscape, 0, cx)),
+      (cy, cx),
+      (tf.where(landscape, cy, h - crop_size), tf.where(landscape, w - crop_size, cx)),
+    ]
+  crops = [frames[:, y : y + crop_size, x : x + crop_size, :] for y, x in starts]
+  return tf.ensure_shape(tf.stack(crops), [num_crops, None, crop_size, crop_size, None])
+
+
+def flip_left_right(frames: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
+  """Flips [..., H, W, C] along W when `flip` (bool scalar) is True."""
+  return tf.cond(flip, lambda: tf.reverse(frames, axis=[-2]), lambda: frames)
+
+
+def normalize(
+  frames: tf.Tensor, mean: Sequence[float], std: Sequence[float], dtype: tf.DType
+) -> tf.Tensor:
+  """(x - mean) / std on the 0-255 scale, per RGB channel, then cast to `dtype`."""
+  mean_t = tf.constant(mean, tf.float32)
+  inv_std = 1.0 / tf.constant(std, tf.float32)
+  return tf.cast((tf.cast(frames, tf.float32) - mean_t) * inv_std, dtype)

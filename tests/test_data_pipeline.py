@@ -1,0 +1,295 @@
+"""The tf.data snippet pipeline on a tiny TFDS dataset built here (the builders' features)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs.base import get_base_config
+from dsanet_jax.data import pipeline, sampling, transforms
+
+H, W = 32, 40
+NUM_TRAIN, NUM_VAL = 10, 7
+CLASSES = [
+  "Pushing something from left to right",
+  "Pushing something from right to left",
+  "Holding something",
+]
+
+
+def _gray(j: int) -> int:
+  """Grey level of frame j: uniform frames survive JPEG, crops, resizes and flips."""
+  return 10 + 3 * j
+
+
+def _num_frames(i: int) -> int:
+  return [3, 20, 40, 66, 70, 75, 45, 64, 12, 30][i % 10]
+
+
+class TinyVideos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Uniform grey frames whose level encodes the frame index."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  # No code path: TFDS would otherwise look for checksums beside the module through
+  # `importlib_resources`, which tensorflow-datasets 4.9.10 does not install on Python >= 3.9.
+  code_path = None
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "video": tfds.features.Video(shape=(None, H, W, 3), encoding_format="jpeg"),
+          "label": tfds.features.ClassLabel(names=CLASSES),
+          "video_id": tfds.features.Text(),
+          "num_frames": tf.int32,
+          "fps": tf.float32,
+        }
+      ),
+    )
+
+  def _split_generators(self, dl_manager):
+    return {
+      "train": self._generate_examples("train", NUM_TRAIN),
+      "validation": self._generate_examples("val", NUM_VAL),
+    }
+
+  def _generate_examples(self, prefix: str, n: int):
+    for i in range(n):
+      nf = _num_frames(i)
+      video = np.stack([np.full((H, W, 3), _gray(j), np.uint8) for j in range(nf)])
+      yield (
+        f"{prefix}{i:03d}",
+        {
+          "video": video,
+          "label": i % len(CLASSES),
+          "video_id": f"{prefix}{i:03d}",
+          "num_frames": nf,
+          "fps": 25.0,
+        },
+      )
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory) -> tfds.core.DatasetBuilder:
+  b = TinyVideos(data_dir=str(tmp_path_factory.mktemp("tfds")))
+  b.download_and_prepare()
+  return b
+
+
+def _cfg(**data):
+  c = get_base_config()
+  c.model.num_segments = 2
+  c.data.name = "tiny_videos"
+  c.data.num_frames = 3
+  c.data.frame_interval = 4
+  c.data.crop_size = 16
+  c.data.shuffle_buffer = 4
+  c.eval.short_side = 32
+  c.eval.crop_size = 32
+  for k, v in data.items():
+    setattr(c.data, k, v)
+  return c
+
+
+def _frame_ids(video: np.ndarray, cfg) -> np.ndarray:
+  """Recovers frame indices from the normalised grey levels: int [..., T]."""
+  grey = video[..., 0].astype(np.float32) * cfg.data.std[0] + cfg.data.mean[0]
+  level = grey.mean(axis=(-1, -2))
+  return np.rint((level - 10) / 3).astype(int)
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_train_batches_shapes_normalisation_and_sampled_frames(builder):
+  cfg = _cfg()
+  it = pipeline.make_train_iterator(
+    cfg, local_batch_size=5, process_index=0, process_count=1, builder=builder
+  )
+  batches = _take(it, 4)  # two epochs of 10
+  b = batches[0]
+  assert b["video"].shape == (5, 2, 3, 16, 16, 3) and b["video"].dtype == np.float32
+  assert b["label"].dtype == np.int32 and b["mask"].dtype == bool and b["mask"].all()
+  # Uniform grey frames: every pixel of a frame is (grey - mean) / std per channel.
+  v = b["video"]
+  grey = v * np.asarray(cfg.data.std) + np.asarray(cfg.data.mean)
+  assert np.abs(grey - grey[..., :1, :1, :1]).max() < 2.5
+  # Each clip's frames follow the training formula: offsets in their segments, stride 4, clipped.
+  by_epoch = {0: set(), 1: set()}
+  for e, pair in enumerate([batches[:2], batches[2:]]):
+    for batch in pair:
+      ids = _frame_ids(batch["video"], cfg)  # [B, U, T]
+      for clip in ids:
+        nf = None
+        for cand in {_num_frames(i) for i in range(10)}:
+          offs = clip[:, 0]
+          want = sampling.frame_indices_np(offs, cand, 3, 4)
+          if np.array_equal(clip, want) and clip.max() <= cand - 1:
+            nf = cand
+        assert nf is not None, clip
+        by_epoch[e].add(tuple(clip.ravel()))
+  assert by_epoch[0] != by_epoch[1], "epochs 0 and 1 gave identical clips"
+
+
+def test_train_determinism_and_resume(builder):
+  cfg = _cfg(shuffle_buffer=4)
+  kw = dict(local_batch_size=3, process_index=0, process_count=1, builder=builder)
+  full = _take(pipeline.make_train_iterator(cfg, **kw), 9)  # 27 examples: crosses 2 epochs
+  again = _take(pipeline.make_train_iterator(cfg, **kw), 9)
+  for a, b in zip(full, again):
+    np.testing.assert_array_equal(a["video"], b["video"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  for k in (2, 4, 7):  # within epoch 0, at 12 (epoch 1, offset 2), at 21 (epoch 2, offset 1)
+    resumed = _take(pipeline.make_train_iterator(cfg, start_step=k, **kw), 9 - k)
+    for i, r in enumerate(resumed):
+      np.testing.assert_array_equal(r["video"], full[k + i]["video"], err_msg=f"start_step={k}")
+      np.testing.assert_array_equal(r["label"], full[k + i]["label"])
+  other = _take(pipeline.make_train_iterator(_cfg(), **kw), 1)
+  cfg_seed = _cfg()
+  cfg_seed.seed = 1
+  other_seed = _take(pipeline.make_train_iterator(cfg_seed, **kw), 1)
+  np.testing.assert_array_equal(other[0]["video"], full[0]["video"])
+  assert not np.array_equal(other_seed[0]["video"], full[0]["video"])
+
+
+def test_train_bfloat16_and_two_processes_partition(builder):
+  cfg = _cfg(dtype="bfloat16", shuffle_buffer=1)
+  seen = []
+  for p in range(2):
+    it = pipeline.make_train_iterator(
+      cfg, local_batch_size=5, process_index=p, process_count=2, builder=builder
+    )
+    b = next(it)
+    assert b["video"].dtype.name == "bfloat16"
+    seen.append(b["label"])
+  # The two shares are disjoint halves: together their first batches hold every label once.
+  assert sorted(np.concatenate(seen).tolist()) == sorted(i % len(CLASSES) for i in range(10))
+
+
+def _lr_frames(n: int) -> tf.Tensor:
+  """JPEGs [n] of a frame dark on the left half, bright on the right."""
+  img = np.zeros((H, W, 3), np.uint8)
+  img[:, W // 2 :] = 255
+  jpeg = tf.io.encode_jpeg(tf.constant(img), quality=95)
+  return tf.stack([jpeg] * n)
+
+
+def _augment(cfg, perm, seed: int, label: int):
+  el = {"jpegs": _lr_frames(6), "label": tf.constant(label), "seed": tf.constant([seed, 3])}
+  out = pipeline._train_augment(cfg, perm, el)
+  grey = out["video"].numpy()[..., 0] * cfg.data.std[0] + cfg.data.mean[0]  # [U, T, S, S]
+  return grey, int(out["label"])
+
+
+def test_one_box_and_one_flip_for_all_frames():
+  cfg = _cfg(rrc_scale=(0.3, 1.0))
+  flips, boxes = [], set()
+  for seed in range(24):
+    grey, _ = _augment(cfg, None, seed, 0)
+    frames = grey.reshape(-1, *grey.shape[2:])
+    assert np.abs(frames - frames[:1]).max() < 1e-3, "frames of one clip got different crops"
+    boxes.add(np.round(frames[0].mean(), 1))
+    left, right = frames[0][:, :2].mean(), frames[0][:, -2:].mean()
+    flips.append(left > right)
+  assert 4 <= sum(flips) <= 20 and len(boxes) > 3
+
+
+def test_flip_off_never_flips_and_label_map_swaps(builder):
+  cfg = _cfg(flip=False)
+  cfg.data.rrc_scale = (1.0, 1.0)
+  cfg.data.rrc_ratio = (W / H, W / H)  # the whole frame: left dark, right bright
+  for seed in range(16):
+    grey, label = _augment(cfg, None, seed, 0)
+    assert grey[0, 0][:, 0].mean() < 60 and grey[0, 0][:, -1].mean() > 200 and label == 0
+  cfg.data.flip = True
+  cfg.data.flip_label_pairs = ((CLASSES[0], CLASSES[1]),)
+  perm = pipeline.flip_label_permutation(cfg.data.flip_label_pairs, CLASSES)
+  np.testing.assert_array_equal(perm, [1, 0, 2])
+  seen = set()
+  for seed in range(16):
+    for label in range(3):
+      grey, out = _augment(cfg, perm, seed, label)
+      flipped = grey[0, 0][:, 0].mean() > grey[0, 0][:, -1].mean()
+      assert out == (perm[label] if flipped else label)
+      seen.add(flipped)
+  assert seen == {True, False}
+
+
+def test_flip_guards():
+  with pytest.raises(ValueError, match=r"data\.flip_label_pairs.*'Pushing something left'"):
+    pipeline.flip_label_permutation([("Pushing something left", CLASSES[1])], CLASSES, "tiny")
+  cfg = _cfg()
+  cfg.data.name = "something_something_v2"
+  with pytest.raises(ValueError, match=r"data\.flip=True for 'something_something_v2'"):
+    pipeline._check_flip(cfg)
+  cfg.data.flip = False
+  pipeline._check_flip(cfg)
+
+
+def test_eval_exactly_once_over_two_uneven_processes(builder):
+  cfg = _cfg()
+  kw = dict(split="validation", local_batch_size=2, num_segments=4, num_crops=3, builder=builder)
+  counts, ids = [], []
+  for p in range(2):  # 7 examples: shares of 3 and 4
+    batches = list(pipeline.make_eval_iterator(cfg, process_index=p, process_count=2, **kw))
+    counts.append(len(batches))
+    for b in batches:
+      assert b["video"].shape == (2, 3, 4, 3, 32, 32, 3)
+      assert b["label"].dtype == np.int32 and b["mask"].dtype == bool
+      assert not b["video"][~b["mask"]].any()
+      ids += [v.decode() for v in b["video_id"][b["mask"]]]
+  assert counts == [2, 2]
+  assert sorted(ids) == [f"val{i:03d}" for i in range(NUM_VAL)]
+
+
+def test_eval_views_are_test_centres_and_crops(builder):
+  cfg = _cfg()
+  it = pipeline.make_eval_iterator(
+    cfg,
+    split="validation",
+    local_batch_size=7,
+    process_index=0,
+    process_count=1,
+    num_segments=4,
+    num_crops=1,
+    crop_size=24,
+    builder=builder,
+  )
+  (b,) = list(it)
+  assert b["video"].shape == (7, 1, 4, 3, 24, 24, 3) and b["mask"].all()
+  assert sorted(b["video_id"].tolist()) == [f"val{i:03d}".encode() for i in range(NUM_VAL)]
+  for i in range(NUM_VAL):
+    nf = _num_frames(int(b["video_id"][i][3:]))  # stored order is TFDS's, not the ids'
+    want = sampling.frame_indices_np(sampling.test_offsets_np(nf, 4, 3, 4), nf, 3, 4)
+    np.testing.assert_array_equal(_frame_ids(b["video"][i, 0], cfg), want)
+
+
+def test_three_crops_positions():
+  frames = tf.reshape(tf.range(2 * 4 * 8, dtype=tf.float32), [2, 4, 8, 1])
+  crops = transforms.multi_crop(frames, 4, 3).numpy()  # landscape: left, centre, right
+  np.testing.assert_array_equal(crops[0], frames.numpy()[:, :, 0:4])
+  np.testing.assert_array_equal(crops[1], frames.numpy()[:, :, 2:6])
+  np.testing.assert_array_equal(crops[2], frames.numpy()[:, :, 4:8])
+  portrait = tf.transpose(frames, [0, 2, 1, 3])  # [2, 8, 4, 1]: top, centre, bottom
+  crops = transforms.multi_crop(portrait, 4, 3).numpy()
+  np.testing.assert_array_equal(crops[2], portrait.numpy()[:, 4:8])
+
+
+def test_random_resized_crop_box_axes():
+  # A tall, narrow frame: boxes must fit on each axis separately (the original mixes them).
+  hs, ws = [], []
+  for s in range(200):
+    y, x, h, w = transforms.random_resized_crop_box(300, 60, tf.constant([s, 0])).numpy()
+    assert y >= 0 and y + h <= 300 and x >= 0 and x + w <= 60 and h > 0 and w > 0
+    hs.append(h)
+    ws.append(w)
+  assert max(hs) > 60  # heights beyond the width are drawn
+  y, x, h, w = transforms.random_resized_crop_box(
+    30, 40, tf.constant([0, 0]), scale=(2.0, 3.0)
+  ).numpy()
+  assert (y, x, h, w) == (0, 5, 30, 30)  # no fit: centred square of min(H, W)
+  for s in range(50):
+    y, x, h, w = transforms.scale_jitter_box(256, 340, tf.constant([s, 1]), 224).numpy()
+    assert h == w and 179 <= h <= 224 and y + h <= 256 and x + w <= 340
