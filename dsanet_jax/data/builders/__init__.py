@@ -1,1 +1,142 @@
+"""TFDS video builders and the lookup the rest of the project uses.
 
+  builder = get_builder('order_of_events', data_dir)          # the config's data.name, data_dir
+  builder = get_builder('kinetics400/mini200', data_dir)      # 'name/config[:version]'
+  builder = get_builder('kinetics400', data_dir, short_side=128)  # a derived config
+  builder = ensure_prepared('order_of_events', data_dir)      # builds it if missing
+
+Importing this package registers the builders with TFDS, so `tfds.builder(name, data_dir=...)`
+works too. The feature spec is in `base.py`.
+"""
+
+import dataclasses
+import fcntl
+import os
+import re
+from typing import Any
+
+import tensorflow_datasets as tfds
+
+from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders.order_of_events import OrderOfEvents
+
+BUILDERS: dict[str, type[base.VideoDatasetBuilder]] = {
+  OrderOfEvents.name: OrderOfEvents,
+}
+
+# Builders that need no manual download (ensure_prepared may build them on the fly).
+SELF_CONTAINED = ("order_of_events",)
+
+
+def register(cls: type[base.VideoDatasetBuilder]) -> type[base.VideoDatasetBuilder]:
+  """Adds a builder class to `BUILDERS` (used by the builder modules)."""
+  BUILDERS[cls.name] = cls
+  return cls
+
+
+def _split_name(name: str) -> tuple[str, str | None, str | None]:
+  m = re.fullmatch(r"([\w.-]+)(?:/([\w.-]+))?(?::([\d.]+))?", name)
+  if not m:
+    raise ValueError(f"bad dataset name {name!r}: expected 'name', 'name/config' or 'name:1.0.0'")
+  return m.group(1), m.group(2), m.group(3)
+
+
+def _derived_name(config_name: str, overrides: dict[str, Any]) -> str:
+  parts = [config_name] + [f"{k}{v}" for k, v in sorted(overrides.items())]
+  return re.sub(r"[^\w.-]", "", "_".join(parts).replace(".", "p"))
+
+
+def get_builder(
+  name: str,
+  data_dir: str | None = None,
+  *,
+  num_workers: int | None = None,
+  **config_overrides: Any,
+) -> tfds.core.DatasetBuilder:
+  """The TFDS builder for `name` ('dataset[/config][:version]') under `data_dir`.
+
+  `config_overrides` (e.g. short_side=128, target_fps=10) derive a new config from the named one;
+  its name records the overrides so different variants never share a folder. A config name that
+  the builder class does not define (e.g. a `labelled_videos` set prepared by `prepare.py`) is
+  read from `data_dir` with `tfds.builder_from_directory`.
+  """
+  ds, config_name, version = _split_name(name)
+  if ds not in BUILDERS:
+    raise ValueError(f"unknown dataset {ds!r}; known: {sorted(BUILDERS)}")
+  cls = BUILDERS[ds]
+  configs = {c.name: c for c in cls.BUILDER_CONFIGS}
+  if config_name is None:
+    config_name = cls.DEFAULT_CONFIG_NAME or (cls.BUILDER_CONFIGS[0].name if configs else None)
+  if config_name not in configs:
+    return _from_directory(ds, config_name, version, data_dir)
+  config = configs[config_name]
+  if config_overrides:
+    unknown = set(config_overrides) - {f.name for f in dataclasses.fields(config)}
+    if unknown:
+      raise ValueError(f"{ds}: unknown config fields {sorted(unknown)} in overrides")
+    config = dataclasses.replace(
+      config, name=_derived_name(config_name, config_overrides), **config_overrides
+    )
+  kwargs = dict(config=config, data_dir=data_dir, num_workers=num_workers)
+  if version:
+    kwargs["version"] = version
+  return cls(**kwargs)
+
+
+def _from_directory(
+  ds: str, config_name: str | None, version: str | None, data_dir: str | None
+) -> tfds.core.DatasetBuilder:
+  root = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), ds)
+  root = os.path.join(root, config_name) if config_name else root
+  versions = []
+  if os.path.isdir(root):
+    versions = [v for v in os.listdir(root) if re.fullmatch(r"\d+\.\d+\.\d+", v)]
+  if version:
+    versions = [v for v in versions if v == version]
+  if not versions:
+    raise ValueError(
+      f"{ds}/{config_name}: not a predefined config of {ds!r} and no prepared dataset in {root}; "
+      "prepare it first (python -m dsanet_jax.data.prepare --help)"
+    )
+  latest = max(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
+  return tfds.builder_from_directory(os.path.join(root, latest))
+
+
+def ensure_prepared(
+  name: str,
+  data_dir: str | None = None,
+  *,
+  manual_dir: str | None = None,
+  num_workers: int | None = None,
+  **config_overrides: Any,
+) -> tfds.core.DatasetBuilder:
+  """`get_builder(...)`, built first if it is not prepared yet (under a file lock, so parallel
+  processes sharing `data_dir` build it once). Datasets from manual downloads need `manual_dir`
+  (or the TFDS default manual folder)."""
+  builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+  if _is_prepared(builder):
+    return builder
+  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
+  os.makedirs(root, exist_ok=True)
+  lock_path = os.path.join(root, f".{_split_name(name)[0]}.lock")
+  with open(lock_path, "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+      if not _is_prepared(builder):
+        builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, try_download_gcs=False
+          )
+        )
+        builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return builder
+
+
+def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  return bool(getattr(builder, "is_prepared", lambda: True)())
+
+
+__all__ = ["BUILDERS", "SELF_CONTAINED", "base", "ensure_prepared", "get_builder", "register"]

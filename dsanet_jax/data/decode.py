@@ -1,0 +1,245 @@
+"""Video and frame-folder decoding for the dataset builders (PyAV, no ffmpeg binary).
+
+Every reader returns an `EncodedVideo`: one JPEG (bytes) per frame, resized so the short side is
+`short_side` (None keeps the native size), with the frame rate. Anything wrong with a file raises
+`DecodeError` whose `reason` is one of `REASONS`; the builders record it and skip the video.
+
+PyAV pitfall (spec dependencies.md §7): converting with `frame.to_ndarray(format='rgb24')` inside a
+threaded decode builds a multithreaded swscale context per frame and crawls; we convert (and resize)
+with one `VideoReformatter` per video and `threads=1`.
+"""
+
+import dataclasses
+import io
+import os
+import re
+from collections.abc import Sequence
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from PIL import Image
+
+# Why a video was skipped. The builders add 'unknown_label' and 'duplicate_id'.
+MISSING = "missing"  # the file or frame folder does not exist
+CORRUPT = "corrupt"  # the container cannot be opened/parsed, or decoding fails midway
+TRUNCATED = "truncated"  # decoding ends early: fewer frames than the container declares
+ZERO_FRAMES = "zero_frames"  # a video stream (or frame folder) with no frames in it
+UNDECODABLE = "undecodable"  # no video stream, or its codec cannot be opened / decoded
+UNKNOWN_LABEL = "unknown_label"  # the annotation's label is not in the class list
+DUPLICATE_ID = "duplicate_id"  # the same video id listed twice in one split
+REASONS = (MISSING, CORRUPT, TRUNCATED, ZERO_FRAMES, UNDECODABLE, UNKNOWN_LABEL, DUPLICATE_ID)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# A decode is 'truncated' when it yields fewer than this fraction of the declared frames (minus 1).
+TRUNCATION_TOLERANCE = 0.9
+
+
+class DecodeError(Exception):
+  """A video that cannot be used; `reason` is one of `REASONS`, `detail` says more."""
+
+  def __init__(self, reason: str, detail: str):
+    assert reason in REASONS, reason
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedVideo:
+  """A decoded video: `frames` is one JPEG per frame ([T] bytes), all `height` x `width`."""
+
+  frames: list[bytes]
+  fps: float
+  height: int
+  width: int
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.frames)
+
+
+def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+  """(height, width) scaled so that min(height, width) == short_side (None: unchanged)."""
+  if short_side is None or short_side <= 0:
+    return height, width
+  if height <= width:
+    return short_side, max(1, round(width * short_side / height))
+  return max(1, round(height * short_side / width)), short_side
+
+
+def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
+  """uint8 [H, W, 3] RGB -> JPEG bytes (PIL releases the GIL while encoding)."""
+  buf = io.BytesIO()
+  Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+  return buf.getvalue()
+
+
+def encode_frames(
+  frames: np.ndarray | Sequence[np.ndarray],
+  fps: float,
+  *,
+  short_side: int | None = 256,
+  jpeg_quality: int = 90,
+) -> EncodedVideo:
+  """uint8 [T, H, W, 3] RGB frames -> `EncodedVideo` resized to `short_side` (bilinear)."""
+  frames = list(frames)
+  if not frames:
+    raise DecodeError(ZERO_FRAMES, "no frames")
+  h, w = frames[0].shape[:2]
+  nh, nw = resized_shape(h, w, short_side)
+  out = []
+  for f in frames:
+    if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
+      raise ValueError(f"frames must be uint8 [H, W, 3], got {f.dtype} {f.shape}")
+    if (nh, nw) != f.shape[:2]:
+      f = np.asarray(Image.fromarray(f).resize((nw, nh), Image.BILINEAR))
+    out.append(encode_jpeg(f, jpeg_quality))
+  return EncodedVideo(out, float(fps), nh, nw)
+
+
+def _resample_indices(times: Sequence[float], native_fps: float, target_fps: float) -> list[int]:
+  """Indices of the decoded frames shown at t = k / target_fps (latest frame at or before t)."""
+  if not times:
+    return []
+  t0, t_end = times[0], times[-1] + 1.0 / native_fps
+  num_out = max(1, int(np.floor((t_end - t0) * target_fps + 1e-6)))
+  out_t = t0 + np.arange(num_out) / target_fps
+  idx = np.searchsorted(np.asarray(times), out_t + 1e-6, side="right") - 1
+  return np.clip(idx, 0, len(times) - 1).tolist()
+
+
+def read_video(
+  path: str | os.PathLike,
+  *,
+  short_side: int | None = 256,
+  target_fps: float | None = None,
+  jpeg_quality: int = 90,
+) -> EncodedVideo:
+  """Decodes every frame of a video file with PyAV into resized JPEG frames.
+
+  Args:
+    path: any container/codec FFmpeg (as bundled in the PyAV wheel) reads: mp4/h264, webm/VP9,
+      mkv (no frame count needed), avi/mpeg4/msmpeg4, ...
+    short_side: output short side in pixels (None: native size).
+    target_fps: None keeps every frame at the native rate; otherwise frames are dropped or
+      repeated to this rate (by presentation time).
+    jpeg_quality: JPEG quality of the stored frames.
+
+  Raises:
+    DecodeError: missing, corrupt, truncated, zero-frame or undecodable video.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DecodeError(MISSING, f"no such file: {path}")
+  try:
+    container = av.open(path, metadata_errors="ignore")
+  except av.error.FFmpegError as e:
+    raise DecodeError(CORRUPT, f"cannot open {path}: {e}") from e
+  except Exception as e:
+    raise DecodeError(CORRUPT, f"cannot open {path}: {type(e).__name__}: {e}") from e
+  with container:
+    if not container.streams.video:
+      raise DecodeError(UNDECODABLE, f"no video stream in {path}")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    declared = int(stream.frames or 0)
+    if not declared and stream.duration and stream.average_rate:
+      declared = int(float(stream.duration * stream.time_base) * float(stream.average_rate))
+    reformatter = VideoReformatter()
+    jpegs: list[bytes] = []
+    times: list[float] = []
+    size = None
+    try:
+      for frame in container.decode(stream):
+        if size is None:
+          size = resized_shape(frame.height, frame.width, short_side)
+        rgb = reformatter.reformat(
+          frame, width=size[1], height=size[0], format="rgb24", interpolation="BILINEAR", threads=1
+        ).to_ndarray()
+        jpegs.append(encode_jpeg(rgb, jpeg_quality))
+        times.append(float(frame.time) if frame.time is not None else float("nan"))
+    except av.error.FFmpegError as e:
+      if not jpegs:
+        raise DecodeError(
+          UNDECODABLE, f"cannot decode {path} ({stream.codec_context.name}): {e}"
+        ) from e
+      raise DecodeError(CORRUPT, f"decoding {path} failed after {len(jpegs)} frames: {e}") from e
+    if not jpegs:
+      raise DecodeError(ZERO_FRAMES, f"the video stream of {path} has no frames")
+    if declared and len(jpegs) < TRUNCATION_TOLERANCE * declared - 1:
+      raise DecodeError(
+        TRUNCATED, f"{path}: decoded {len(jpegs)} frames, the container declares {declared}"
+      )
+    fps = _native_fps(stream, times)
+  if target_fps:
+    if any(np.isnan(times)):
+      times = [i / fps for i in range(len(jpegs))]
+    jpegs = [jpegs[i] for i in _resample_indices(times, fps, float(target_fps))]
+    fps = float(target_fps)
+  return EncodedVideo(jpegs, fps, size[0], size[1])
+
+
+def _native_fps(stream, times: Sequence[float]) -> float:
+  """The stream's frame rate; from frame timestamps if the container does not say."""
+  for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+    if rate and float(rate) > 0:
+      return float(rate)
+  t = np.asarray(times, np.float64)
+  if len(t) > 1 and np.all(np.isfinite(t)) and t[-1] > t[0]:
+    return float((len(t) - 1) / (t[-1] - t[0]))
+  return 30.0
+
+
+def _natural_key(name: str) -> list:
+  return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", name)]
+
+
+def list_frame_files(frame_dir: str | os.PathLike) -> list[str]:
+  """Image files of a frame folder in natural order (`1.jpg` < `2.jpg` < `10.jpg`)."""
+  names = [n for n in os.listdir(frame_dir) if n.lower().endswith(IMAGE_EXTENSIONS)]
+  return [os.path.join(frame_dir, n) for n in sorted(names, key=_natural_key)]
+
+
+def read_frame_dir(
+  frame_dir: str | os.PathLike,
+  *,
+  fps: float,
+  short_side: int | None = 256,
+  jpeg_quality: int = 90,
+) -> EncodedVideo:
+  """Reads a folder of extracted frames (`00001.jpg`, ... in natural order).
+
+  Every frame is fully decoded (a broken JPEG is caught here, not in the training pipeline).
+  JPEG frames already at the requested size are stored as they are (no re-encoding).
+
+  Raises:
+    DecodeError: missing folder, no frames, or an undecodable frame. Frames of another size than
+      the first are resized to the size of the first.
+  """
+  frame_dir = os.fspath(frame_dir)
+  if not os.path.isdir(frame_dir):
+    raise DecodeError(MISSING, f"no such frame folder: {frame_dir}")
+  files = list_frame_files(frame_dir)
+  if not files:
+    raise DecodeError(ZERO_FRAMES, f"no image files in {frame_dir}")
+  out: list[bytes] = []
+  size = None
+  for f in files:
+    with open(f, "rb") as fh:
+      data = fh.read()
+    try:
+      with Image.open(io.BytesIO(data)) as img:
+        fmt = img.format
+        img = img.convert("RGB")
+    except Exception as e:
+      raise DecodeError(CORRUPT, f"cannot decode frame {f}: {e}") from e
+    if size is None:
+      size = resized_shape(img.height, img.width, short_side)
+    if fmt == "JPEG" and (img.height, img.width) == size:
+      out.append(data)
+    else:
+      if (img.height, img.width) != size:
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+      out.append(encode_jpeg(np.asarray(img), jpeg_quality))
+  return EncodedVideo(out, float(fps), size[0], size[1])
