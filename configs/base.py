@@ -102,6 +102,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.grad_accum_steps = 1
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 0  # 0 = only at the end
+  c.train.num_steps = 0  # > 0 overrides num_epochs (smoke tests, benchmarks)
   c.init_from = ml_collections.FieldReference(None, field_type=str)  # converted checkpoint dir
 
   # ---------------------------------------------------------------- eval
@@ -119,6 +120,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices on the data axis; -1 = all
   c.mesh.fsdp = 1  # devices on the parameter-sharding axis
+  c.mesh.fsdp_min_size = 2**18  # with fsdp > 1, shard arrays of at least this many elements
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000
   c.checkpoint.keep = 3

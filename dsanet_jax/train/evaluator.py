@@ -1,0 +1,250 @@
+"""Multi-view evaluation: views grouped per crop, scores aggregated per video id, metrics.
+
+A test batch holds `video` [B, crops, U_test, T, H, W, 3]. The model sees U = model.num_segments
+snippets per pass, so each crop is run as P = U_test / U interleaved passes: pass p takes snippets
+{p, p + P, ..., p + (U - 1) P} (U_test=8, U=4: {0,2,4,6} and {1,3,5,7}). Every pass keeps one crop
+(the original mixed crops within a pass, spec §4.4; not copied). The V = crops * P view logits
+of a video are averaged (as logits or as softmax probabilities, `eval.aggregate`) per video id on
+the host, where every video must arrive exactly once with all its views, and the number of videos
+must equal the dataset size.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from dsanet_jax.train import sharding as sharding_lib
+
+ID_BYTES = 256  # video ids travel through the device step as fixed-width uint8 rows
+
+
+def interleave_views(video: jax.Array, model_segments: int) -> jax.Array:
+  """[B, C, U_test, T, H, W, 3] -> [C * P, B, U, T, H, W, 3]; view = crop * P + pass."""
+  b, c, u_test = video.shape[:3]
+  if u_test % model_segments:
+    raise ValueError(
+      f"config.eval.num_segments={u_test} must be a multiple of model.num_segments={model_segments}"
+    )
+  p = u_test // model_segments
+  x = video.reshape(b, c, model_segments, p, *video.shape[3:])  # snippet u * P + p
+  x = jnp.moveaxis(x, 3, 2)  # [B, C, P, U, ...]
+  x = x.reshape(b, c * p, model_segments, *video.shape[3:])
+  return jnp.moveaxis(x, 1, 0)
+
+
+def encode_ids(ids: Sequence[bytes | str]) -> np.ndarray:
+  """Video ids -> uint8 [B, ID_BYTES] (zero padded)."""
+  out = np.zeros((len(ids), ID_BYTES), np.uint8)
+  for i, v in enumerate(ids):
+    b = v.encode() if isinstance(v, str) else bytes(v)
+    if len(b) > ID_BYTES:
+      raise ValueError(f"video id longer than {ID_BYTES} bytes: {b[:80]!r}...")
+    out[i, : len(b)] = np.frombuffer(b, np.uint8)
+  return out
+
+
+def decode_ids(rows: np.ndarray) -> list[str]:
+  return [bytes(r).rstrip(b"\0").decode("utf-8", "replace") for r in np.asarray(rows)]
+
+
+class ViewAggregator:
+  """Accumulates per-view scores by video id; checks that every video comes once, complete."""
+
+  def __init__(self, num_classes: int, views_per_video: int, aggregate: str = "logits"):
+    if aggregate not in ("logits", "probs"):
+      raise ValueError(f"config.eval.aggregate={aggregate!r}: expected 'logits' or 'probs'")
+    self.num_classes, self.views, self.aggregate = num_classes, views_per_video, aggregate
+    self._sum: dict[str, np.ndarray] = {}
+    self._count: dict[str, int] = {}
+    self._label: dict[str, int] = {}
+
+  def add(self, ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, mask: np.ndarray):
+    """ids [B]; scores f32 [B, V, K] view logits; labels int [B]; mask bool [B] (False = pad)."""
+    scores = np.asarray(scores, np.float64)
+    if scores.ndim == 2:
+      scores = scores[:, None]
+    if self.aggregate == "probs":
+      scores = np.exp(scores - scores.max(-1, keepdims=True))
+      scores /= scores.sum(-1, keepdims=True)
+    for vid, s, y, m in zip(ids, scores, np.asarray(labels), np.asarray(mask)):
+      if not m:
+        continue
+      if vid in self._label and self._label[vid] != int(y):
+        raise ValueError(f"video {vid!r} arrived with labels {self._label[vid]} and {int(y)}")
+      self._sum[vid] = self._sum.get(vid, 0.0) + s.sum(0)
+      self._count[vid] = self._count.get(vid, 0) + s.shape[0]
+      self._label[vid] = int(y)
+
+  def finalize(self, expected_videos: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Returns (ids sorted, scores f64 [N, K] mean over views, labels int64 [N]); checks counts."""
+    bad = {v: c for v, c in self._count.items() if c != self.views}
+    if bad:
+      some = dict(list(bad.items())[:5])
+      raise RuntimeError(
+        f"{len(bad)} videos were not seen exactly once with all {self.views} views "
+        f"(views counted per video: {some}); the eval iterator repeats or drops examples"
+      )
+    ids = sorted(self._sum)
+    if expected_videos is not None and len(ids) != expected_videos:
+      raise RuntimeError(
+        f"evaluated {len(ids)} distinct videos but the split has {expected_videos}; the eval "
+        "iterator must yield every example exactly once over all processes"
+      )
+    scores = np.stack([self._sum[v] / self._count[v] for v in ids]) if ids else np.zeros((0, 0))
+    labels = np.array([self._label[v] for v in ids], np.int64)
+    return ids, scores, labels
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+  """ActivityNet-style (interpolated) average precision of one class; nan if no positives."""
+  npos = int(positives.sum())
+  if npos == 0:
+    return float("nan")
+  order = np.argsort(-scores, kind="stable")
+  tp = positives[order].astype(np.float64)
+  tp_c, fp_c = np.cumsum(tp), np.cumsum(1 - tp)
+  rec = tp_c / npos
+  prec = tp_c / (tp_c + fp_c)
+  mprec = np.concatenate([[0.0], prec, [0.0]])
+  mrec = np.concatenate([[0.0], rec, [1.0]])
+  for i in range(len(mprec) - 2, -1, -1):
+    mprec[i] = max(mprec[i], mprec[i + 1])
+  idx = np.where(mrec[1:] != mrec[:-1])[0] + 1
+  return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int):
+  """Top-1/5, mean class accuracy, mAP, per-class accuracy, confusion matrix [true, predicted]."""
+  n = len(labels)
+  pred = scores.argmax(-1)
+  k5 = min(5, num_classes)
+  top5 = np.argsort(-scores, axis=-1, kind="stable")[:, :k5]
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, pred), 1)
+  support = confusion.sum(1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
+  aps = np.array([average_precision(scores[:, k], labels == k) for k in range(num_classes)])
+  present = support > 0
+  return {
+    "top1": float((pred == labels).mean()) if n else float("nan"),
+    "top5": float((top5 == labels[:, None]).any(-1).mean()) if n else float("nan"),
+    "mean_class_accuracy": float(np.nanmean(per_class[present])) if present.any() else float("nan"),
+    "mAP": float(np.nanmean(aps[present])) if present.any() else float("nan"),
+    "per_class_accuracy": per_class,
+    "confusion_matrix": confusion,
+  }
+
+
+class Evaluator:
+  """Runs the multi-view eval step over a finite iterator of local batches.
+
+  Args:
+    graphdef: the model's graph in eval mode (`model.eval(); nnx.split(model, ...)`).
+    mesh: the device mesh; batches are sharded over ('data', 'fsdp'), outputs replicated.
+    model_segments: U of the model; num_segments/num_crops: the views of each test video.
+  """
+
+  def __init__(
+    self,
+    graphdef: Any,
+    mesh,
+    *,
+    model_segments: int,
+    num_segments: int,
+    num_crops: int,
+    num_classes: int,
+    aggregate: str = "logits",
+  ):
+    self.mesh, self.num_classes, self.aggregate = mesh, num_classes, aggregate
+    self.num_segments, self.num_crops = num_segments, num_crops
+    self.views = num_crops * (num_segments // model_segments)
+    repl = sharding_lib.replicated(mesh)
+
+    def step(model_state, batch):
+      model = nnx.merge(graphdef, *model_state)
+      views = interleave_views(batch["video"], model_segments)  # [V, B, U, T, H, W, 3]
+      logits = jax.lax.map(lambda v: model(v).astype(jnp.float32), views)  # [V, B, K]
+      return {
+        "scores": jnp.moveaxis(logits, 0, 1),
+        "label": batch["label"],
+        "mask": batch["mask"],
+        "id": batch["id"],
+      }
+
+    self._step = jax.jit(step, out_shardings=repl)
+
+  def run(
+    self,
+    model_state: tuple[Any, ...],
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    expected_videos: int | None,
+  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Evaluates; returns (metrics, predictions) with predictions per video id."""
+    agg = ViewAggregator(self.num_classes, self.views, self.aggregate)
+    data_sharding = sharding_lib.batch_sharding(self.mesh)
+    for local in batches:
+      if local["video"].shape[1:3] != (self.num_crops, self.num_segments):
+        raise ValueError(
+          f"eval batch video {local['video'].shape} does not have [B, {self.num_crops} crops, "
+          f"{self.num_segments} snippets, ...]"
+        )
+      host = {
+        "video": local["video"],
+        "label": np.asarray(local["label"], np.int32),
+        "mask": np.asarray(local["mask"], bool),
+        "id": encode_ids(local["video_id"]),
+      }
+      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), host)
+      out = jax.device_get(self._step(model_state, batch))
+      agg.add(decode_ids(out["id"]), out["scores"], out["label"], out["mask"])
+    ids, scores, labels = agg.finalize(expected_videos)
+    metrics = classification_metrics(scores, labels, self.num_classes)
+    metrics.update(num_videos=len(ids), num_classes=self.num_classes, num_views=self.views)
+    predictions = {"video_id": ids, "scores": scores, "label": labels}
+    return metrics, predictions
+
+
+def write_results(
+  out_dir: str,
+  metrics: dict[str, Any],
+  predictions: dict[str, Any],
+  class_names: Sequence[str] | None = None,
+  extra: dict[str, Any] | None = None,
+) -> str:
+  """Writes `out_dir/results.json` and `out_dir/predictions.npz` (process 0 only); returns path."""
+  if jax.process_index() != 0:
+    return os.path.join(out_dir, "results.json")
+  os.makedirs(out_dir, exist_ok=True)
+  res = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()}
+  res = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in res.items()}
+  res["per_class_accuracy"] = [None if np.isnan(a) else a for a in metrics["per_class_accuracy"]]
+  if class_names is not None:
+    res["class_names"] = list(class_names)
+  res.update(extra or {})
+  path = os.path.join(out_dir, "results.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(res, f, indent=1)
+  os.replace(path + ".tmp", path)
+  scores = predictions["scores"]
+  np.savez(
+    os.path.join(out_dir, "predictions.npz"),
+    video_id=np.array(predictions["video_id"]),
+    label=predictions["label"],
+    scores=scores,
+    predicted=scores.argmax(-1) if len(scores) else np.zeros(0, np.int64),
+  )
+  return path
+
+
+def sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
