@@ -56,15 +56,24 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The TFDS builder of `cfg.data.name` in `cfg.data.data_dir` (the project's builders first)."""
+  """The prepared TFDS builder of `cfg.data.name` in `cfg.data.data_dir`.
+
+  Uses the project's builders (`data/builders`); a self-contained one (the embedded synthetic
+  dataset) is built on first use. Fails naming the dataset if it is not prepared.
+  """
+  from dsanet_jax.data import builders
+
   name, data_dir = cfg.data.name, cfg.data.data_dir
-  try:
-    from dsanet_jax.data.builders import get_builder
-  except ImportError:
-    get_builder = None
-  if get_builder is not None:
-    return get_builder(name, data_dir)
-  return tfds.builder(name, data_dir=data_dir)
+  if name.split("/")[0].split(":")[0] in getattr(builders, "SELF_CONTAINED", ()):
+    builder = builders.ensure_prepared(name, data_dir)
+  else:
+    builder = builders.get_builder(name, data_dir)
+  if not getattr(builder, "is_prepared", lambda: True)():
+    raise ValueError(
+      f"Dataset {name!r} is not prepared in data_dir={data_dir!r} (config data.name, "
+      "data.data_dir); build it first: python -m dsanet_jax.data.prepare --help"
+    )
+  return builder
 
 
 def num_examples(
@@ -206,8 +215,9 @@ def _train_augment(
   flip = transforms.flip_coin(s_flip, cfg.data.flip)
   frames = transforms.flip_left_right(frames, flip)
   label = el["label"]
-  if perm is not None:
-    label = tf.where(flip, tf.gather(tf.constant(perm), label), label)
+  if perm is not None:  # label -1 (unlabelled) stays -1
+    mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))
+    label = tf.where(flip & (label >= 0), mirrored, label)
   video = transforms.normalize(frames, cfg.data.mean, cfg.data.std, _dtype(cfg))
   u, t = cfg.model.num_segments, cfg.data.num_frames
   video = tf.reshape(video, [u, t, size, size, 3])
