@@ -18,10 +18,23 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders.kinetics import Kinetics400
+from dsanet_jax.data.builders.labelled_videos import LabelledVideos
 from dsanet_jax.data.builders.order_of_events import OrderOfEvents
+from dsanet_jax.data.builders.something_something import (
+  SomethingSomethingV1,
+  SomethingSomethingV2,
+)
 
 BUILDERS: dict[str, type[base.VideoDatasetBuilder]] = {
-  OrderOfEvents.name: OrderOfEvents,
+  cls.name: cls
+  for cls in (
+    OrderOfEvents,
+    Kinetics400,
+    SomethingSomethingV2,
+    SomethingSomethingV1,
+    LabelledVideos,
+  )
 }
 
 # Builders that need no manual download (ensure_prepared may build them on the fly).
@@ -50,10 +63,16 @@ def get_builder(
   name: str,
   data_dir: str | None = None,
   *,
+  config: tfds.core.BuilderConfig | None = None,
+  manual_dir: str | None = None,
   num_workers: int | None = None,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `name` ('dataset[/config][:version]') under `data_dir`.
+
+  `config` (a BuilderConfig object, e.g. a `LabelledVideosConfig`) replaces the named config.
+  `manual_dir` lets builders whose class list is in the manual folder (SSv1/v2, Mini-Kinetics,
+  labelled_videos) read it at construction.
 
   `config_overrides` (e.g. short_side=128, target_fps=10) derive a new config from the named one;
   its name records the overrides so different variants never share a folder. A config name that
@@ -64,6 +83,13 @@ def get_builder(
   if ds not in BUILDERS:
     raise ValueError(f"unknown dataset {ds!r}; known: {sorted(BUILDERS)}")
   cls = BUILDERS[ds]
+  kwargs = dict(data_dir=data_dir, num_workers=num_workers, manual_dir=manual_dir)
+  if version:
+    kwargs["version"] = version
+  if config is not None:
+    if config_overrides:
+      config = dataclasses.replace(config, **config_overrides)
+    return cls(config=config, **kwargs)
   configs = {c.name: c for c in cls.BUILDER_CONFIGS}
   if config_name is None:
     config_name = cls.DEFAULT_CONFIG_NAME or (cls.BUILDER_CONFIGS[0].name if configs else None)
@@ -75,12 +101,12 @@ def get_builder(
     if unknown:
       raise ValueError(f"{ds}: unknown config fields {sorted(unknown)} in overrides")
     config = dataclasses.replace(
-      config, name=_derived_name(config_name, config_overrides), **config_overrides
+      config,
+      name=_derived_name(config_name, config_overrides),
+      description=f"{config.description} Overrides: {config_overrides}.",
+      **config_overrides,
     )
-  kwargs = dict(config=config, data_dir=data_dir, num_workers=num_workers)
-  if version:
-    kwargs["version"] = version
-  return cls(**kwargs)
+  return cls(config=config, **kwargs)
 
 
 def _from_directory(
@@ -108,12 +134,14 @@ def ensure_prepared(
   *,
   manual_dir: str | None = None,
   num_workers: int | None = None,
+  config: tfds.core.BuilderConfig | None = None,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
   """`get_builder(...)`, built first if it is not prepared yet (under a file lock, so parallel
   processes sharing `data_dir` build it once). Datasets from manual downloads need `manual_dir`
   (or the TFDS default manual folder)."""
-  builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+  kw = dict(config=config, manual_dir=manual_dir, num_workers=num_workers)
+  builder = get_builder(name, data_dir, **kw, **config_overrides)
   if _is_prepared(builder):
     return builder
   root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
@@ -122,14 +150,14 @@ def ensure_prepared(
   with open(lock_path, "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-      builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+      builder = get_builder(name, data_dir, **kw, **config_overrides)
       if not _is_prepared(builder):
         builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
             manual_dir=manual_dir, try_download_gcs=False
           )
         )
-        builder = get_builder(name, data_dir, num_workers=num_workers, **config_overrides)
+        builder = get_builder(name, data_dir, **kw, **config_overrides)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return builder

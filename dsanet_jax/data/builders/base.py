@@ -32,11 +32,18 @@ from dsanet_jax.data import decode
 SKIPPED_FILE = "skipped_{split}.json"
 
 
-def video_features(class_names: list[str], **extra: Any) -> tfds.features.FeaturesDict:
-  """The shared feature spec (module docstring) plus builder-specific `extra` features."""
+def video_features(class_names: list[str] | int, **extra: Any) -> tfds.features.FeaturesDict:
+  """The shared feature spec (module docstring) plus builder-specific `extra` features.
+
+  `class_names` may be a number of classes when the names are only known later.
+  """
+  if isinstance(class_names, int):
+    label = tfds.features.ClassLabel(num_classes=class_names)
+  else:
+    label = tfds.features.ClassLabel(names=class_names)
   features = dict(
     video=tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
-    label=tfds.features.ClassLabel(names=class_names),
+    label=label,
     video_id=tfds.features.Text(),
     num_frames=tfds.features.Scalar(np.int32),
     fps=tfds.features.Scalar(np.float32),
@@ -112,12 +119,17 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   # of `importlib_resources`, which is not installed.
   code_path = None
 
-  def __init__(self, *, num_workers: int | None = None, **kwargs):
+  def __init__(self, *, num_workers: int | None = None, manual_dir: str | None = None, **kwargs):
+    """`manual_dir` lets builders whose class list lives with the downloaded files (SSv2) read
+    it at construction; `download_and_prepare` still takes it from its DownloadConfig."""
     self._num_workers = num_workers or os.cpu_count() or 1
+    self._manual_dir_hint = manual_dir
     super().__init__(**kwargs)
 
   # ------------------------------------------------------------------ subclass hooks
-  def _class_names(self) -> list[str]:
+  def _class_names(self) -> list[str] | int:
+    """The class names in id order, or their number when the names are not known yet (they
+    are then restored from a prepared dataset, or set when building)."""
     raise NotImplementedError
 
   def _extra_features(self) -> dict[str, Any]:
@@ -222,6 +234,21 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       msg += f", skipped {len(skipped)} {dict(counts)}; list in {SKIPPED_FILE.format(split=split)}"
     logging.info(msg)
     print(msg, flush=True)
+
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
+
+
+def find_manual_file(manual_dir: str, candidates: tuple[str, ...], what: str) -> str:
+  """The first of `candidates` (relative to manual_dir) that exists; a clear error otherwise."""
+  for c in candidates:
+    p = os.path.join(manual_dir, c)
+    if os.path.isfile(p):
+      return p
+  raise FileNotFoundError(
+    f"{what}: none of {list(candidates)} found in the manual folder {manual_dir} "
+    "(see the builder's MANUAL_DOWNLOAD_INSTRUCTIONS / docs/data.md)"
+  )
 
 
 def _record(item: VideoItem, reason: str, detail: str) -> dict[str, str]:
