@@ -171,22 +171,30 @@ def iter_json_array(path: str | os.PathLike) -> list[tuple[int, object]]:
   out = []
   if pos < len(text) and text[pos] == "]":
     return out
+  line, counted = 1, 0  # line number of text[counted], advanced incrementally (files are big)
+
+  def line_at(p: int) -> int:
+    nonlocal line, counted
+    line += text.count("\n", counted, p)
+    counted = p
+    return line
+
   while True:
-    line = text.count("\n", 0, pos) + 1
+    start_line = line_at(pos)
     try:
       obj, pos = decoder.raw_decode(text, pos)
     except json.JSONDecodeError as e:
       raise _fail(path, e.lineno, f"invalid JSON (column {e.colno}): {e.msg}") from e
-    out.append((line, obj))
+    out.append((start_line, obj))
     pos = ws.match(text, pos).end()
     if pos < len(text) and text[pos] == ",":
       pos = ws.match(text, pos + 1).end()
       continue
     if pos < len(text) and text[pos] == "]":
       if text[pos + 1 :].strip():
-        raise _fail(path, text.count("\n", 0, pos) + 1, "extra data after the JSON array")
+        raise _fail(path, line_at(pos), "extra data after the JSON array")
       return out
-    raise _fail(path, text.count("\n", 0, pos) + 1, "expected ',' or ']' in the JSON array")
+    raise _fail(path, line_at(pos), "expected ',' or ']' in the JSON array")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,9 +22,9 @@ from PIL import Image
 
 # Why a video was skipped. The builders add 'unknown_label' and 'duplicate_id'.
 MISSING = "missing"  # the file or frame folder does not exist
-CORRUPT = "corrupt"  # the container cannot be opened/parsed, or decoding fails midway
-TRUNCATED = "truncated"  # decoding ends early: fewer frames than the container declares
-ZERO_FRAMES = "zero_frames"  # a video stream (or frame folder) with no frames in it
+CORRUPT = "corrupt"  # the container cannot be opened/parsed, or decoding fails near the end
+TRUNCATED = "truncated"  # fewer frames than the container declares, or decoding fails midway
+ZERO_FRAMES = "zero_frames"  # a video stream declaring no frames, and none decoded; empty folder
 UNDECODABLE = "undecodable"  # no video stream, or its codec cannot be opened / decoded
 UNKNOWN_LABEL = "unknown_label"  # the annotation's label is not in the class list
 DUPLICATE_ID = "duplicate_id"  # the same video id listed twice in one split
@@ -142,6 +142,8 @@ def read_video(
     if not container.streams.video:
       raise DecodeError(UNDECODABLE, f"no video stream in {path}")
     stream = container.streams.video[0]
+    if stream.codec_context is None:
+      raise DecodeError(UNDECODABLE, f"no decoder for the video codec of {path}")
     stream.thread_type = "AUTO"
     declared = int(stream.frames or 0)
     if not declared and stream.duration and stream.average_rate:
@@ -160,17 +162,20 @@ def read_video(
         jpegs.append(encode_jpeg(rgb, jpeg_quality))
         times.append(float(frame.time) if frame.time is not None else float("nan"))
     except av.error.FFmpegError as e:
+      codec = getattr(stream.codec_context, "name", None) or "unknown"
       if not jpegs:
+        raise DecodeError(UNDECODABLE, f"cannot decode {path} (codec {codec}): {e}") from e
+      if not declared or len(jpegs) < TRUNCATION_TOLERANCE * declared - 1:
         raise DecodeError(
-          UNDECODABLE, f"cannot decode {path} ({stream.codec_context.name}): {e}"
+          TRUNCATED, f"{path}: decoding stopped after {len(jpegs)} of {declared or '?'} frames: {e}"
         ) from e
       raise DecodeError(CORRUPT, f"decoding {path} failed after {len(jpegs)} frames: {e}") from e
-    if not jpegs:
-      raise DecodeError(ZERO_FRAMES, f"the video stream of {path} has no frames")
     if declared and len(jpegs) < TRUNCATION_TOLERANCE * declared - 1:
       raise DecodeError(
         TRUNCATED, f"{path}: decoded {len(jpegs)} frames, the container declares {declared}"
       )
+    if not jpegs:
+      raise DecodeError(ZERO_FRAMES, f"the video stream of {path} has no frames")
     fps = _native_fps(stream, times)
   if target_fps:
     if any(np.isnan(times)):
