@@ -1,0 +1,97 @@
+r"""Builds a TFDS video dataset from manually downloaded files (docs/data.md).
+
+  python -m dsanet_jax.data.prepare --dataset=kinetics400 --manual_dir=~/k400 --data_dir=~/tfds
+  python -m dsanet_jax.data.prepare --dataset=kinetics400/mini200 --manual_dir=~/k400 ...
+  python -m dsanet_jax.data.prepare --dataset=something_something_v2 --manual_dir=~/ssv2 ...
+  python -m dsanet_jax.data.prepare --dataset=order_of_events --data_dir=~/tfds   # no download
+  python -m dsanet_jax.data.prepare --dataset=labelled_videos --config_name=ucf101_split1 \
+    --manual_dir=~/ucf101 --class_names=ucfTrainTestlist/classInd.txt \
+    --train_list=ucfTrainTestlist/trainlist01.txt \
+    --validation_list=ucfTrainTestlist/testlist01.txt --video_root=UCF-101 --label_offset=1
+
+`--short_side` / `--target_fps` / `--jpeg_quality` derive a config whose name records them. At the
+end it prints the splits and what was skipped (the list is in skipped_<split>.json).
+"""
+
+from collections.abc import Sequence
+
+from absl import app, flags
+
+from dsanet_jax.data import builders
+from dsanet_jax.data.builders import labelled_videos
+
+_DATASET = flags.DEFINE_string("dataset", None, "Builder name, 'name' or 'name/config'.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write to.")
+_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the downloaded files.")
+_SHORT_SIDE = flags.DEFINE_integer("short_side", None, "Stored short side (default: config's).")
+_TARGET_FPS = flags.DEFINE_float("target_fps", None, "Resample to this fps (default: native).")
+_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", None, "JPEG quality (default: config's).")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Decoding threads (default: cores).")
+# labelled_videos only.
+_CONFIG_NAME = flags.DEFINE_string("config_name", None, "labelled_videos: name of this set.")
+_CLASS_NAMES = flags.DEFINE_string("class_names", None, "labelled_videos: class-names file.")
+_TRAIN_LIST = flags.DEFINE_string("train_list", None, "labelled_videos: train list file.")
+_VAL_LIST = flags.DEFINE_string("validation_list", None, "labelled_videos: validation list.")
+_TEST_LIST = flags.DEFINE_string("test_list", None, "labelled_videos: test list file.")
+_VIDEO_ROOT = flags.DEFINE_string("video_root", "", "labelled_videos: root of the list paths.")
+_LABEL_OFFSET = flags.DEFINE_integer("label_offset", 0, "labelled_videos: 1 for 1-based ids.")
+_FRAMES_FPS = flags.DEFINE_float("frames_fps", 30.0, "labelled_videos: fps of frame folders.")
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  overrides = {
+    k: v
+    for k, v in dict(
+      short_side=_SHORT_SIDE.value, target_fps=_TARGET_FPS.value, jpeg_quality=_JPEG_QUALITY.value
+    ).items()
+    if v is not None
+  }
+  config = None
+  if _DATASET.value.split("/")[0] == labelled_videos.LabelledVideos.name:
+    split_files = {
+      s: f
+      for s, f in (
+        ("train", _TRAIN_LIST.value),
+        ("validation", _VAL_LIST.value),
+        ("test", _TEST_LIST.value),
+      )
+      if f
+    }
+    if not (_CONFIG_NAME.value and _CLASS_NAMES.value and split_files):
+      raise app.UsageError(
+        "labelled_videos needs --config_name, --class_names and at least one --*_list"
+      )
+    config = labelled_videos.LabelledVideosConfig(
+      name=_CONFIG_NAME.value,
+      class_names_file=_CLASS_NAMES.value,
+      split_files=split_files,
+      video_root=_VIDEO_ROOT.value,
+      label_offset=_LABEL_OFFSET.value,
+      frames_fps=_FRAMES_FPS.value,
+      **overrides,
+    )
+    overrides = {}
+  builder = builders.ensure_prepared(
+    _DATASET.value,
+    _DATA_DIR.value,
+    manual_dir=_MANUAL_DIR.value,
+    num_workers=_NUM_WORKERS.value,
+    config=config,
+    **overrides,
+  )
+  info = builder.info
+  print(f"\n{info.full_name} in {builder.data_dir}")
+  skipped = (info.metadata or {}).get("skipped", {})
+  for split, split_info in info.splits.items():
+    s = skipped.get(split, {})
+    print(
+      f"  {split}: {split_info.num_examples} videos; skipped {s.get('total', 0)} "
+      f"{s.get('by_reason', {})}"
+    )
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("dataset")
+  app.run(main)
