@@ -181,6 +181,29 @@ class Evaluator:
 
     self._step = jax.jit(step, out_shardings=repl)
 
+  def scores(self, model_state: tuple[Any, ...], local: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One process-local batch -> the global batch's view logits on the host.
+
+    Returns `scores` f32 [B_global, V, K], `label`, `mask` and `video_id` (list of str), the same
+    on every process.
+    """
+    if local["video"].shape[1:3] != (self.num_crops, self.num_segments):
+      raise ValueError(
+        f"eval batch video {local['video'].shape} does not have [B, {self.num_crops} crops, "
+        f"{self.num_segments} snippets, ...]"
+      )
+    host = {
+      "video": local["video"],
+      "label": np.asarray(local["label"], np.int32),
+      "mask": np.asarray(local["mask"], bool),
+      "id": encode_ids(local["video_id"]),
+    }
+    data_sharding = sharding_lib.batch_sharding(self.mesh)
+    batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), host)
+    out = jax.device_get(self._step(model_state, batch))
+    out["video_id"] = decode_ids(out.pop("id"))
+    return out
+
   def run(
     self,
     model_state: tuple[Any, ...],
@@ -190,22 +213,9 @@ class Evaluator:
   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluates; returns (metrics, predictions) with predictions per video id."""
     agg = ViewAggregator(self.num_classes, self.views, self.aggregate)
-    data_sharding = sharding_lib.batch_sharding(self.mesh)
     for local in batches:
-      if local["video"].shape[1:3] != (self.num_crops, self.num_segments):
-        raise ValueError(
-          f"eval batch video {local['video'].shape} does not have [B, {self.num_crops} crops, "
-          f"{self.num_segments} snippets, ...]"
-        )
-      host = {
-        "video": local["video"],
-        "label": np.asarray(local["label"], np.int32),
-        "mask": np.asarray(local["mask"], bool),
-        "id": encode_ids(local["video_id"]),
-      }
-      batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), host)
-      out = jax.device_get(self._step(model_state, batch))
-      agg.add(decode_ids(out["id"]), out["scores"], out["label"], out["mask"])
+      out = self.scores(model_state, local)
+      agg.add(out["video_id"], out["scores"], out["label"], out["mask"])
     ids, scores, labels = agg.finalize(expected_videos)
     metrics = classification_metrics(scores, labels, self.num_classes)
     metrics.update(num_videos=len(ids), num_classes=self.num_classes, num_views=self.views)

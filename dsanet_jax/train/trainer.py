@@ -307,16 +307,18 @@ def _build_fn(model_cfg: ml_collections.ConfigDict, seed: int) -> Callable[[], n
 
 
 def _model_info(config: ml_collections.ConfigDict, params: Any) -> dict[str, float]:
-  """Parameter count and GMACs (models engineer's library), for the step-0 log."""
+  """Parameter count and GMACs per view (the models' `flops.count_gmacs`), for the step-0 log."""
   info = {"num_params": float(count_params(params))}
   try:
-    from dsanet_jax.tools import model_info
-  except ImportError:  # the tool is optional; the count above is exact anyway
-    return info
-  try:
-    info["gmacs_per_video"] = float(model_info.gmacs(config.model, config.data))
+    from dsanet_jax.models import flops
+
+    g = flops.count_gmacs(
+      config.model, num_frames=config.data.num_frames, crop_size=config.data.crop_size
+    )
+    info["gmacs_per_view"] = float(g["gmacs_per_view"])
   except Exception as e:
     logging.warning("could not compute GMACs: %s", e)
+  logging.info("model: %s", info)
   return info
 
 
@@ -372,6 +374,7 @@ def run_evaluation(
     process_count=pc,
     num_segments=u_test,
     num_crops=crops,
+    crop_size=None if final else min(config.data.crop_size, config.eval.short_side),
   )
   t0 = time.time()
   metrics, predictions = ev.run(
@@ -393,31 +396,40 @@ def run_evaluation(
   return metrics, predictions
 
 
+def _load_converted(config, state: State, shardings, tx, class_names) -> tuple[State, Any]:
+  """Puts the model of a converted checkpoint (`config.init_from`) into `state`; fresh optimiser.
+
+  Returns (state, the checkpoint's class names or None). Fails if they differ from `class_names`.
+  """
+  from dsanet_jax.convert import checkpoint_io
+
+  loaded, meta = checkpoint_io.load_model(config.init_from, config.model)
+  names = (meta or {}).get("class_names")
+  if class_names is not None and names is not None and list(names) != list(class_names):
+    raise ValueError(
+      f"config.init_from={config.init_from}: its {len(names)} class_names differ from the "
+      f"dataset's {len(class_names)} (label order mismatch gives chance accuracy)"
+    )
+  _, params, stats, _ = split_model(loaded)
+  put = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)
+  state = dict(state)
+  state["params"] = jax.tree.map(put, params, state["params"])
+  state["batch_stats"] = jax.tree.map(put, stats, state["batch_stats"])
+  state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
+  logging.info("initialised from converted checkpoint %s", config.init_from)
+  return state, names
+
+
 def _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_names):
   """Resume from the workdir, else `config.init_from`, else from scratch. Returns (state, how)."""
-  init = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)
   if mngr.latest_step() is not None:
     target = sharding_lib.with_shardings(abstract_state, shardings)
     state, meta = ckpt_lib.restore(mngr, target)
     logging.info("resumed from %s at step %d", mngr.directory, int(meta["step"]))
     return state, f"resumed@{int(meta['step'])}"
-  state = init()
+  state = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)()
   if config.init_from:
-    from dsanet_jax.convert import checkpoint_io
-
-    loaded, meta = checkpoint_io.load_model(config.init_from, config.model)
-    names = (meta or {}).get("class_names")
-    if class_names is not None and names is not None and list(names) != list(class_names):
-      raise ValueError(
-        f"config.init_from={config.init_from}: its {len(names)} class_names differ from the "
-        f"dataset's {len(class_names)} (label order mismatch gives chance accuracy)"
-      )
-    _, params, stats, _ = split_model(loaded)
-    put = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)
-    state["params"] = jax.tree.map(put, params, state["params"])
-    state["batch_stats"] = jax.tree.map(put, stats, state["batch_stats"])
-    state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
-    logging.info("initialised from converted checkpoint %s", config.init_from)
+    state, _ = _load_converted(config, state, shardings, tx, class_names)
     return state, "init_from"
   return state, "scratch"
 
@@ -666,10 +678,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def restore_for_eval(
-  config: ml_collections.ConfigDict, workdir: str | None
-) -> tuple[Any, ModelDef, State, str]:
-  """Mesh, model definition and state from the workdir's latest checkpoint or `init_from`."""
-  mesh = sharding_lib.make_mesh(config.mesh)
+  config: ml_collections.ConfigDict, workdir: str | None, *, devices: list[Any] | None = None
+) -> tuple[Any, ModelDef, State, str, list[str] | None]:
+  """(mesh, model definition, state, source, class names) for evaluation or prediction.
+
+  The state comes from the workdir's latest checkpoint, else from `config.init_from` (a converted
+  checkpoint); class names from the checkpoint's metadata where it has them.
+  """
+  mesh = sharding_lib.make_mesh(config.mesh, devices)
   tx = optim.make_optimizer(config.train, optim.make_schedule(config.train, 1.0, 1))
   build = _build_fn(config.model, config.seed)
   abstract_state = jax.eval_shape(lambda: init_state(build, tx)[0])
@@ -681,32 +697,27 @@ def restore_for_eval(
       target = sharding_lib.with_shardings(abstract_state, shardings)
       state, meta = ckpt_lib.restore(mngr, target)
       mngr.close()
-      return mesh, mdef, state, f"{mngr.directory}@{meta['step']}"
+      source = f"{mngr.directory}@{meta['step']}"
+      return mesh, mdef, state, source, meta.get("class_names")
   if not config.init_from:
     raise FileNotFoundError(
       f"nothing to evaluate: no checkpoint under {workdir}/checkpoints and no config.init_from"
     )
-  state, how = _restore_or_init(
-    config, _NoCheckpoints(), abstract_state, shardings, build, tx, None
-  )
-  return mesh, mdef, state, f"{config.init_from} ({how})"
-
-
-class _NoCheckpoints:
-  def latest_step(self):
-    return None
+  state = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)()
+  state, names = _load_converted(config, state, shardings, tx, None)
+  return mesh, mdef, state, str(config.init_from), names
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Eval-only mode: the final multi-view evaluation of the latest checkpoint (or init_from)."""
   from dsanet_jax.data import pipeline
 
-  mesh, mdef, state, source = restore_for_eval(config, workdir)
+  mesh, mdef, state, source, class_names = restore_for_eval(config, workdir)
   _log_banner(config, mesh, workdir)
-  try:
-    class_names = list(pipeline.class_names(config))
-  except Exception:
-    class_names = None
+  data_names = list(pipeline.class_names(config))
+  if class_names is not None and list(class_names) != data_names:
+    raise ValueError(f"{source}: the checkpoint's class names differ from {config.data.name}'s")
+  class_names = data_names
   metrics, predictions = run_evaluation(
     config, mesh, mdef, state, final=True, class_names=class_names
   )

@@ -1,0 +1,143 @@
+"""Multi-view evaluation: view grouping per crop, per-video aggregation, exactly-once, metrics."""
+
+import json
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from dsanet_jax.train import evaluator as ev
+from dsanet_jax.train import sharding as sharding_lib
+from dsanet_jax.train import trainer
+
+
+def test_interleaved_views_are_grouped_per_crop():
+  b, c, u_test, u = 2, 3, 8, 4
+  # value = 1000 * video + 100 * crop + snippet
+  v = np.arange(b)[:, None, None] * 1000 + np.arange(c)[None, :, None] * 100 + np.arange(u_test)
+  video = jnp.asarray(v, jnp.float32).reshape(b, c, u_test, 1, 1, 1, 1)
+  views = np.asarray(ev.interleave_views(video, u)).reshape(c * 2, b, u)
+  for crop in range(c):
+    for p, snippets in enumerate(([0, 2, 4, 6], [1, 3, 5, 7])):
+      for n in range(b):
+        want = [1000 * n + 100 * crop + s for s in snippets]
+        np.testing.assert_array_equal(views[crop * 2 + p, n], want)
+  with pytest.raises(ValueError, match=r"multiple of model\.num_segments"):
+    ev.interleave_views(jnp.zeros((1, 1, 6, 1, 1, 1, 1)), 4)
+
+
+def test_aggregator_averages_per_video_id_and_counts_once():
+  agg = ev.ViewAggregator(num_classes=3, views_per_video=2, aggregate="logits")
+  s = np.array([[[1.0, 0, 0], [3.0, 0, 0]], [[0, 2.0, 0], [0, 4.0, 0]], [[9, 9, 9], [9, 9, 9]]])
+  agg.add(["a", "b", "pad"], s, np.array([0, 1, 0]), np.array([True, True, False]))
+  ids, scores, labels = agg.finalize(expected_videos=2)
+  assert ids == ["a", "b"]
+  np.testing.assert_allclose(scores, [[2.0, 0, 0], [0, 3.0, 0]])
+  np.testing.assert_array_equal(labels, [0, 1])
+  with pytest.raises(RuntimeError, match="split has 3"):
+    agg.finalize(expected_videos=3)
+  agg.add(["a"], s[:1], np.array([0]), np.array([True]))  # 'a' again: 4 views
+  with pytest.raises(RuntimeError, match="not seen exactly once"):
+    agg.finalize(expected_videos=2)
+
+
+def test_aggregator_probs_mode_averages_softmax():
+  agg = ev.ViewAggregator(num_classes=2, views_per_video=2, aggregate="probs")
+  agg.add(["v"], np.array([[[0.0, 0.0], [10.0, 0.0]]]), np.array([0]), np.array([True]))
+  _, scores, _ = agg.finalize(None)
+  p2 = np.exp(10) / (np.exp(10) + 1)
+  np.testing.assert_allclose(scores[0], [(0.5 + p2) / 2, (0.5 + 1 - p2) / 2], rtol=1e-9)
+  with pytest.raises(ValueError, match=r"eval\.aggregate"):
+    ev.ViewAggregator(2, 1, "mean")
+
+
+def test_metrics_on_crafted_scores():
+  scores = np.array(
+    [[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]]
+  )
+  labels = np.array([0, 1, 1, 2, 2])
+  m = ev.classification_metrics(scores, labels, 3)
+  assert m["top1"] == pytest.approx(3 / 5)
+  assert m["top5"] == pytest.approx(1.0)
+  np.testing.assert_allclose(m["per_class_accuracy"], [1.0, 0.5, 0.5])
+  assert m["mean_class_accuracy"] == pytest.approx(2 / 3)
+  np.testing.assert_array_equal(m["confusion_matrix"], [[1, 0, 0], [1, 1, 0], [1, 0, 1]])
+  # class 1 ranked by score: v1 (pos) .7, v2 (pos) .4? no: scores[:,1] = .1 .7 .3 .2 .4
+  # order v1(+), v4(-), v2(+), v3(-), v0(-): precisions at positives 1/1 and 2/3 -> AP = 5/6
+  assert ev.average_precision(scores[:, 1], labels == 1) == pytest.approx(5 / 6)
+  assert np.isnan(ev.average_precision(scores[:, 0], np.zeros(5, bool)))
+
+
+class ScoreModel(nnx.Module):
+  """logits = scale * mean of the video over (U, T, H, W), channels as the 3 classes."""
+
+  def __init__(self):
+    self.scale = nnx.Param(jnp.ones(()))
+    self.num_segments = 2
+
+  def __call__(self, video):
+    assert video.shape[1] == self.num_segments
+    return self.scale[...] * video.mean(axis=(1, 2, 3, 4))
+
+
+def _eval_batches(n_videos, local_bs, crops, u_test, start=0):
+  """Video i, crop c, snippet s holds one-hot(label) * (1 + c + s) so view scores are known."""
+  labels = np.arange(n_videos) % 3
+  out = []
+  for b0 in range(0, n_videos, local_bs):
+    idx = np.arange(b0, b0 + local_bs)
+    mask = idx < n_videos
+    video = np.zeros((local_bs, crops, u_test, 1, 2, 2, 3), np.float32)
+    for r, i in enumerate(idx):
+      if mask[r]:
+        for c in range(crops):
+          for s in range(u_test):
+            video[r, c, s, ..., labels[i]] = 1 + c + s
+    out.append(
+      {
+        "video": video,
+        "label": np.where(mask, labels[idx % n_videos], 0).astype(np.int32),
+        "mask": mask,
+        "video_id": [f"vid{start + i}".encode() if m else b"" for i, m in zip(idx, mask)],
+      }
+    )
+  return out
+
+
+def test_evaluator_runs_sharded_with_padding_and_counts_each_video_once():
+  mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+  model = ScoreModel()
+  model.eval()
+  graph, params, stats, rngs = trainer.split_model(model)
+  e = ev.Evaluator(
+    graph, mesh, model_segments=2, num_segments=4, num_crops=2, num_classes=3, aggregate="logits"
+  )
+  batches = _eval_batches(13, 8, 2, 4)  # 2 batches of 8 = 13 videos + 3 padding rows
+  metrics, pred = e.run((params, stats, rngs), batches, expected_videos=13)
+  assert metrics["num_videos"] == 13 and metrics["num_views"] == 4
+  assert metrics["top1"] == 1.0
+  # view (crop c, pass p) of a video scores mean(1 + c + s for s in pass p) on its label
+  want = np.mean([np.mean([1 + c + s for s in range(p, 4, 2)]) for c in range(2) for p in range(2)])
+  i = pred["video_id"].index("vid5")
+  np.testing.assert_allclose(pred["scores"][i][5 % 3], want, rtol=1e-6)
+  with pytest.raises(RuntimeError, match="split has 14"):
+    e.run((params, stats, rngs), _eval_batches(13, 8, 2, 4), expected_videos=14)
+  dup = _eval_batches(8, 8, 2, 4) + _eval_batches(8, 8, 2, 4)
+  with pytest.raises(RuntimeError, match="exactly once"):
+    e.run((params, stats, rngs), dup, expected_videos=8)
+
+
+def test_write_results(tmp_path):
+  m = ev.classification_metrics(np.eye(3), np.arange(3), 3)
+  m.update(num_videos=3, num_classes=3)
+  path = ev.write_results(
+    str(tmp_path), m, {"video_id": ["a", "b", "c"], "scores": np.eye(3), "label": np.arange(3)}
+  )
+  with open(path) as f:
+    res = json.load(f)
+  assert res["top1"] == 1.0 and res["num_videos"] == 3 and res["num_classes"] == 3
+  pred = np.load(tmp_path / "predictions.npz")
+  np.testing.assert_array_equal(pred["predicted"], [0, 1, 2])
+  assert jax.process_count() == 1
