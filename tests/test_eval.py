@@ -1,6 +1,7 @@
 """Multi-view evaluation: view grouping per crop, per-video aggregation, exactly-once, metrics."""
 
 import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
