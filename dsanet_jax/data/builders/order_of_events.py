@@ -1,7 +1,7 @@
 """`order_of_events`: the embedded default dataset (synthetic, deterministic, no downloads).
 
 What it tests. Every video shows the same four events, one after another, each filling about a
-quarter of the video:
+quarter of the video (with short gaps between them, below):
   square: a red filled square      disc:  a green filled disc
   bar:    a blue horizontal bar    cross: a yellow plus sign
 A class is an ORDER of the four events. The default classes are the 4 cyclic rotations of
@@ -11,17 +11,20 @@ predictions (TSN: it sees one event and not where in the video it is) therefore 
 evidence for every class and stays at chance (25%); a model that mixes neighbouring snippets and
 knows the video's ends (DSA with U=4) can tell the orders apart.
 
-The one leak: a snippet that straddles a boundary shows a transition (e.g. square->disc). With
-rotations each transition occurs in 3 of the 4 classes, so one seen transition only rules out one
-class; short snippets (T * frame_interval much smaller than an event, ~6-10 frames) keep it rare.
+Gaps close the obvious leak. A snippet that saw two events would show a transition (e.g.
+square->disc), and the transitions differ between classes (ABCD has A->B, B->C, C->D; BCDA lacks
+A->B), so TSN could learn order from boundary snippets. Between two events there are therefore
+3 frames of background only: a snippet spanning at most 4 frames (T * frame_interval <= 4, as
+in configs/default.py) never sees two events, so TSN sees exactly the same per-snippet evidence
+in every class. Longer snippets (span >= 5) reopen this leak; raise `gap_frames` for them.
 
 Nuisance per video (so it is not memorisable): a random dark background colour with per-frame
 pixel noise, per-event colour jitter, shape size and position, a slow random drift, random event
-boundaries (each event 75-125% of a quarter), and 24-40 frames per video. Rendered at
+lengths (each 75-125% of a quarter of the non-gap frames) and 32-48 frames per video. Rendered at
 short_side x 4/3 short_side (default 32 x 43) and stored through the same path as real videos
 (`decode.encode_frames`: resize to `short_side`, here a no-op, then one JPEG per frame) at a
-nominal 12 fps. Splits: 512 train and 128 validation videos, classes exactly
-balanced, every video a function of (seed, split, index) only. Builds in seconds on 2 cores.
+nominal 12 fps. Splits: 512 train and 128 validation videos, classes exactly balanced, every
+video a function of (seed, split, index) only. Builds in about 10 s on 2 cores.
 """
 
 import dataclasses
@@ -49,8 +52,9 @@ class OrderOfEventsConfig(base.VideoBuilderConfig):
   num_train: int = 512
   num_validation: int = 128
   seed: int = 0
-  min_frames: int = 24
-  max_frames: int = 40
+  min_frames: int = 32
+  max_frames: int = 48
+  gap_frames: tuple[int, int] = (3, 3)  # min, max background-only frames between two events
   fps: float = 12.0
   noise: int = 6
   orderings: tuple[tuple[int, ...], ...] = ROTATIONS
@@ -79,22 +83,25 @@ def _shape_mask(event: int, dy: np.ndarray, dx: np.ndarray, size: float) -> np.n
   return ((np.abs(dx) <= r) & (np.abs(dy) <= arm)) | ((np.abs(dy) <= r) & (np.abs(dx) <= arm))
 
 
-def render_video(
+def render_video_and_events(
   cfg: OrderOfEventsConfig, split: str, index: int, label: int
-) -> tuple[np.ndarray, float]:
-  """uint8 [F, H, W, 3] frames (H = short_side, W = 4/3 H) of one video of `label`, and its fps."""
+) -> tuple[np.ndarray, np.ndarray, float]:
+  """One video of class `label`: uint8 frames [F, H, W, 3] (H = short_side, W = 4/3 H), the
+  event shown in each frame, int32 [F] (-1 = a gap), and the fps."""
   rng = np.random.default_rng([cfg.seed, _SPLIT_CODE[split], index])
   h = cfg.short_side or 32  # rendered at the stored size: the resize in encode_frames is a no-op
   w = round(h * 4 / 3)
   num_frames = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
   order = cfg.orderings[label]
-  lengths = event_lengths(rng, num_frames, len(order))
+  gaps = rng.integers(cfg.gap_frames[0], cfg.gap_frames[1] + 1, len(order) - 1)
+  lengths = event_lengths(rng, num_frames - int(gaps.sum()), len(order))
   background = rng.integers(20, 91, 3)
   yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
   frames = np.empty((num_frames, h, w, 3), np.uint8)
   frames[:] = background.astype(np.uint8)
+  events = np.full((num_frames,), -1, np.int32)
   t = 0
-  for event, length in zip(order, lengths):
+  for i, (event, length) in enumerate(zip(order, lengths)):
     colour = np.clip(np.asarray(EVENT_COLOURS[event]) + rng.integers(-25, 26, 3), 0, 255)
     size = rng.uniform(0.3, 0.42) * min(h, w)
     cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
@@ -102,10 +109,19 @@ def render_video(
     k = np.arange(length, dtype=np.float32)[:, None, None]
     mask = _shape_mask(event, yy - (cy + vy * k), xx - (cx + vx * k), size)  # [length, h, w]
     frames[t : t + length][mask] = colour.astype(np.uint8)
-    t += length
+    events[t : t + length] = event
+    t += length + (int(gaps[i]) if i < len(gaps) else 0)
   # Grey pixel noise, uniform in [-2*noise, 2*noise] (cheaper than Gaussian, same role).
   noise = rng.integers(-2 * cfg.noise, 2 * cfg.noise + 1, (num_frames, h, w, 1), dtype=np.int16)
-  return np.clip(frames + noise, 0, 255).astype(np.uint8), cfg.fps
+  return np.clip(frames + noise, 0, 255).astype(np.uint8), events, cfg.fps
+
+
+def render_video(
+  cfg: OrderOfEventsConfig, split: str, index: int, label: int
+) -> tuple[np.ndarray, float]:
+  """`render_video_and_events` without the events: (frames, fps)."""
+  frames, _, fps = render_video_and_events(cfg, split, index, label)
+  return frames, fps
 
 
 def split_labels(cfg: OrderOfEventsConfig, split: str, num: int) -> np.ndarray:
