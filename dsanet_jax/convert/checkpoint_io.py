@@ -1,0 +1,190 @@
+"""The model checkpoint directory: what `convert` writes and `predict` / `--config.init_from` read.
+
+Layout of `DIR/` (format "dsanet_jax.model/1"):
+
+  DIR/metadata.json   {"format": "dsanet_jax.model/1",
+                       "config": {...the `model` section of the config...},
+                       "class_names": ["abseiling", ...] | null,
+                       "source": {...free-form: where the weights came from...}}
+  DIR/state/          an Orbax (StandardCheckpointer, OCDBT) pytree:
+                        {"params":      nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+                         "batch_stats": nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))}
+                      float32 arrays under the model's own attribute names (nnx.List entries as
+                      integer keys), e.g. params/backbone/layer2/1/dsa/fc1/kernel.
+
+`save_model(dir, model, metadata)` writes it; `load_model(dir, model_cfg)` builds the model from the
+config, checks the architecture against the stored config and restores the arrays into it. A trainer
+can instead restore `state` partially with Orbax's PyTreeCheckpointHandler (e.g. only "params").
+"""
+
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from dsanet_jax.models import build_model
+
+FORMAT = "dsanet_jax.model/1"
+METADATA_FILE = "metadata.json"
+STATE_DIR = "state"
+
+# Model config fields that change what the stored arrays mean; the others (dtype, remat,
+# conv_impl, dropout_rate, bn_group_size, bn_momentum, ...) are run-time choices.
+ARCH_FIELDS = (
+  "backbone",
+  "depth",
+  "base_width",
+  "num_classes",
+  "num_segments",
+  "aggregation",
+  "inflate_freq",
+  "inflate_style",
+  "bn_epsilon",
+)
+AGG_FIELDS = {
+  "dsa": ("insert_freq", "insert_place", "dsa.alpha", "dsa.beta", "dsa.kernel_size",
+          "dsa.with_identity"),
+  "se": ("insert_freq", "insert_place", "se.reduction"),
+  "v4d": ("insert_freq",),
+  "tsn": (),
+}  # fmt: skip
+
+
+def _plain(x: Any) -> Any:
+  """ConfigDict / tuples -> JSON-able dicts and lists."""
+  if isinstance(x, ml_collections.ConfigDict):
+    x = x.to_dict()
+  if isinstance(x, Mapping):
+    return {str(k): _plain(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [_plain(v) for v in x]
+  return x
+
+
+def _tuples(x: Any) -> Any:
+  """JSON lists -> tuples, recursively (config values are tuples)."""
+  if isinstance(x, Mapping):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def _get(cfg: Mapping, dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(cfg, Mapping) or part not in cfg:
+      return "<absent>"
+    cfg = cfg[part]
+  return cfg
+
+
+def architecture_differences(stored: Mapping, model_cfg: Mapping) -> list[str]:
+  """`model.x: checkpoint ..., config ...` for every architecture field that differs."""
+  stored, given = _tuples(_plain(stored)), _tuples(_plain(model_cfg))
+  fields = list(ARCH_FIELDS) + list(AGG_FIELDS.get(str(_get(stored, "aggregation")), ()))
+  out = []
+  for f in fields:
+    a, b = _get(stored, f), _get(given, f)
+    if f in ("insert_freq", "inflate_freq"):  # 1 / 0 vs explicit flags: compare expanded
+      a, b = _norm_flags(a), _norm_flags(b)
+    if a != b:
+      out.append(
+        f"model.{f}: the checkpoint has {_get(stored, f)!r}, the config {_get(given, f)!r}"
+      )
+  return out
+
+
+def _norm_flags(freq: Any) -> Any:
+  if not isinstance(freq, tuple):
+    return freq
+  out = []
+  for f in freq:
+    if isinstance(f, tuple) and f and all(v == f[0] for v in f):
+      f = int(f[0])
+    out.append(f)
+  return tuple(out)
+
+
+def read_metadata(ckpt_dir: str | pathlib.Path) -> dict:
+  """Reads and checks `DIR/metadata.json`."""
+  path = pathlib.Path(ckpt_dir) / METADATA_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: missing; is {ckpt_dir} a dsanet_jax model checkpoint?")
+  meta = json.loads(path.read_text())
+  if meta.get("format") != FORMAT:
+    raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+  if not isinstance(meta.get("config"), dict):
+    raise ValueError(f"{path}: no 'config' dict (the model section of the config)")
+  return meta
+
+
+def save_model(
+  ckpt_dir: str | pathlib.Path, model: nnx.Module, metadata: Mapping[str, Any]
+) -> pathlib.Path:
+  """Writes `model`'s Params and BatchStats and `metadata` (needs 'config') to `ckpt_dir`.
+
+  `metadata['config']`: the model ConfigDict (or dict); 'class_names' (list or None) and any other
+  JSON-able entries are stored as given. Overwrites an existing checkpoint directory.
+  """
+  ckpt_dir = pathlib.Path(ckpt_dir).absolute()
+  if "config" not in metadata:
+    raise ValueError("save_model: metadata needs 'config' (the model section of the config)")
+  meta = {"format": FORMAT, "class_names": None, **_plain(dict(metadata))}
+  names = meta["class_names"]
+  if names is not None:
+    k = meta["config"].get("num_classes")
+    if not isinstance(names, list) or len(names) != k:
+      raise ValueError(f"save_model: {len(names)} class names for model.num_classes={k}")
+  params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
+  tree = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats)}
+  ckpt_dir.mkdir(parents=True, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(ckpt_dir / STATE_DIR, tree, force=True)
+  checkpointer.wait_until_finished()
+  (ckpt_dir / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+  return ckpt_dir
+
+
+def load_model(
+  ckpt_dir: str | pathlib.Path,
+  model_cfg: ml_collections.ConfigDict | None = None,
+  *,
+  sharding: jax.sharding.Sharding | None = None,
+  seed: int = 0,
+) -> tuple[nnx.Module, dict]:
+  """Builds the model of `model_cfg` (default: the stored config) and restores `ckpt_dir` into it.
+
+  Raises ValueError listing the architecture fields where `model_cfg` and the stored config
+  differ. `sharding`: where to place the arrays (default: the first local device).
+  Returns (model, metadata).
+  """
+  ckpt_dir = pathlib.Path(ckpt_dir).absolute()
+  meta = read_metadata(ckpt_dir)
+  if model_cfg is None:
+    model_cfg = ml_collections.ConfigDict(_tuples(meta["config"]))
+  else:
+    diffs = architecture_differences(meta["config"], model_cfg)
+    if diffs:
+      raise ValueError(
+        f"{ckpt_dir}: the checkpoint was made for another architecture:\n  " + "\n  ".join(diffs)
+      )
+  model = build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
+  target = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats)}
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), target
+  )
+  try:
+    restored = ocp.StandardCheckpointer().restore(ckpt_dir / STATE_DIR, abstract)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{ckpt_dir / STATE_DIR}: does not fit the model of the config: {e}") from e
+  nnx.replace_by_pure_dict(params, restored["params"])
+  nnx.replace_by_pure_dict(batch_stats, restored["batch_stats"])
+  nnx.update(model, params, batch_stats)
+  return model, meta

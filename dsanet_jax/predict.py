@@ -1,0 +1,103 @@
+r"""Eval-mode predictions from a model checkpoint directory.
+
+  python -m dsanet_jax.predict --config=CONFIG --checkpoint=DIR \
+    --input_npy=X.npy --output_npy=LOGITS.npy [--batch_size=4]
+
+`X.npy`: float32 [N, U, T, H, W, 3], already normalised (ImageNet mean/std on the 0-255 scale, RGB),
+U = model.num_segments, any T, H, W the network accepts. Writes logits float32 [N, K] (averaged over
+the U snippets, no softmax) and logs the top-1 class of each video when the checkpoint has names.
+
+`--video=FILE` (decoding, sampling and multi-view testing of a video file) belongs to the
+evaluation code: `predict_video` below is the hook it fills in.
+"""
+
+import logging
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from dsanet_jax.convert import checkpoint_io
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config file.", lock_config=True
+)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory.")
+_INPUT_NPY = flags.DEFINE_string("input_npy", None, "float32 [N, U, T, H, W, 3], normalised.")
+_OUTPUT_NPY = flags.DEFINE_string("output_npy", None, "Where to write the logits [N, K].")
+_VIDEO = flags.DEFINE_string("video", None, "A video file (not implemented here yet).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Videos per forward pass.")
+
+
+def check_input(x: np.ndarray, num_segments: int, where: str = "input") -> np.ndarray:
+  """Validates a [N, U, T, H, W, 3] array and returns it as float32."""
+  if x.ndim != 6 or x.shape[-1] != 3:
+    raise ValueError(f"{where}: shape {x.shape}, expected [N, U, T, H, W, 3] (channels last)")
+  if x.shape[1] != num_segments:
+    raise ValueError(
+      f"{where}: U={x.shape[1]} snippets, the model takes model.num_segments={num_segments}"
+    )
+  if not np.issubdtype(x.dtype, np.floating):
+    raise ValueError(f"{where}: dtype {x.dtype}; expected float32 already normalised")
+  return x.astype(np.float32, copy=False)
+
+
+def predict_logits(model: nnx.Module, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
+  """Eval-mode logits f32 [N, K] for video [N, U, T, H, W, 3]; batches padded to `batch_size`."""
+  model.eval()
+  forward = nnx.jit(lambda m, x: m(x))
+  n = video.shape[0]
+  out = []
+  for i in range(0, n, batch_size):
+    chunk = video[i : i + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad:  # eval mode: padding rows do not affect the others (running BN statistics)
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    out.append(np.asarray(jax.device_get(forward(model, chunk)))[: batch_size - pad])
+  return np.concatenate(out).astype(np.float32)
+
+
+def predict_video(
+  model: nnx.Module, cfg: ml_collections.ConfigDict, path: str
+) -> np.ndarray:  # pragma: no cover - the hook for the evaluation code
+  """Hook: decode `path`, sample cfg.eval views, and return logits [1, K]. Not implemented yet."""
+  raise NotImplementedError(
+    f"--video={path}: predicting from a video file is not implemented yet (it belongs to the "
+    "evaluation code: dsanet_jax.predict.predict_video); pass --input_npy instead"
+  )
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None or _CHECKPOINT.value is None:
+    raise app.UsageError("--config and --checkpoint are required")
+  if (_INPUT_NPY.value is None) == (_VIDEO.value is None):
+    raise app.UsageError("give exactly one of --input_npy and --video")
+  if _OUTPUT_NPY.value is None:
+    raise app.UsageError("--output_npy is required")
+  cfg = _CONFIG.value
+  model, meta = checkpoint_io.load_model(_CHECKPOINT.value, cfg.model)
+  if _VIDEO.value is not None:
+    logits = predict_video(model, cfg, _VIDEO.value)
+  else:
+    x = check_input(np.load(_INPUT_NPY.value), cfg.model.num_segments, _INPUT_NPY.value)
+    logits = predict_logits(model, x, _BATCH_SIZE.value)
+  out = pathlib.Path(_OUTPUT_NPY.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  np.save(out, logits)
+  names = meta.get("class_names")
+  for i, row in enumerate(logits):
+    top = int(np.argmax(row))
+    label = names[top] if names else str(top)
+    logging.info("video %d: top-1 %s (logit %.3f)", i, label, row[top])
+  print(f"wrote {out}: logits {logits.shape}")
+
+
+if __name__ == "__main__":
+  logging.getLogger().setLevel(logging.INFO)
+  app.run(main)
