@@ -115,6 +115,7 @@ def read_video(
   short_side: int | None = 256,
   target_fps: float | None = None,
   jpeg_quality: int = 90,
+  threads: int = 0,
 ) -> EncodedVideo:
   """Decodes every frame of a video file with PyAV into resized JPEG frames.
 
@@ -125,6 +126,8 @@ def read_video(
     target_fps: None keeps every frame at the native rate; otherwise frames are dropped or
       repeated to this rate (by presentation time).
     jpeg_quality: JPEG quality of the stored frames.
+    threads: decoder threads; 0 = FFmpeg's choice (all cores). Builds that decode several videos
+      at once use 1 per video.
 
   Raises:
     DecodeError: missing, corrupt, truncated, zero-frame or undecodable video.
@@ -144,7 +147,9 @@ def read_video(
     stream = container.streams.video[0]
     if stream.codec_context is None:
       raise DecodeError(UNDECODABLE, f"no decoder for the video codec of {path}")
-    stream.thread_type = "AUTO"
+    if threads != 1:
+      stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
     declared = int(stream.frames or 0)
     if not declared and stream.duration and stream.average_rate:
       declared = int(float(stream.duration * stream.time_base) * float(stream.average_rate))

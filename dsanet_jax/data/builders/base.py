@@ -171,7 +171,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
           )
         return video
       return decode.read_video(
-        item.path, short_side=cfg.short_side, target_fps=cfg.target_fps,
+        item.path,
+        threads=1 if self._num_workers > 1 else 0,
+        short_side=cfg.short_side,
+        target_fps=cfg.target_fps,
         jpeg_quality=cfg.jpeg_quality,
       )  # fmt: skip
     except decode.DecodeError as e:
