@@ -7,8 +7,11 @@ r"""Eval-mode predictions from a model checkpoint directory.
 U = model.num_segments, any T, H, W the network accepts. Writes logits float32 [N, K] (averaged over
 the U snippets, no softmax) and logs the top-1 class of each video when the checkpoint has names.
 
-`--video=FILE` (decoding, sampling and multi-view testing of a video file) belongs to the
-evaluation code: `predict_video` below is the hook it fills in.
+  python -m dsanet_jax.predict --config=CONFIG --checkpoint=DIR --video=clip.mp4
+
+`--video=FILE` decodes the file (PyAV), takes the config's test views (eval.num_segments snippets x
+eval.num_crops crops, grouped per crop) and prints the top-5 classes with probabilities
+(`dsanet_jax.train.inference`); with --output_npy it also saves the view-averaged logits [1, K].
 """
 
 import logging
@@ -29,7 +32,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory.")
 _INPUT_NPY = flags.DEFINE_string("input_npy", None, "float32 [N, U, T, H, W, 3], normalised.")
 _OUTPUT_NPY = flags.DEFINE_string("output_npy", None, "Where to write the logits [N, K].")
-_VIDEO = flags.DEFINE_string("video", None, "A video file (not implemented here yet).")
+_VIDEO = flags.DEFINE_string("video", None, "A video file: prints the top-5 classes.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Videos per forward pass.")
 
 
@@ -61,14 +64,11 @@ def predict_logits(model: nnx.Module, video: np.ndarray, batch_size: int = 4) ->
   return np.concatenate(out).astype(np.float32)
 
 
-def predict_video(
-  model: nnx.Module, cfg: ml_collections.ConfigDict, path: str
-) -> np.ndarray:  # pragma: no cover - the hook for the evaluation code
-  """Hook: decode `path`, sample cfg.eval views, and return logits [1, K]. Not implemented yet."""
-  raise NotImplementedError(
-    f"--video={path}: predicting from a video file is not implemented yet (it belongs to the "
-    "evaluation code: dsanet_jax.predict.predict_video); pass --input_npy instead"
-  )
+def predict_video(model: nnx.Module, cfg: ml_collections.ConfigDict, path: str) -> np.ndarray:
+  """Decodes `path`, runs the cfg.eval test views; returns the view-averaged logits f32 [1, K]."""
+  from dsanet_jax.train import inference
+
+  return inference.view_logits(model, cfg, path).mean(0, keepdims=True)
 
 
 def main(argv: list[str]) -> None:
@@ -78,12 +78,21 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("--config and --checkpoint are required")
   if (_INPUT_NPY.value is None) == (_VIDEO.value is None):
     raise app.UsageError("give exactly one of --input_npy and --video")
-  if _OUTPUT_NPY.value is None:
+  if _OUTPUT_NPY.value is None and _VIDEO.value is None:
     raise app.UsageError("--output_npy is required")
   cfg = _CONFIG.value
   model, meta = checkpoint_io.load_model(_CHECKPOINT.value, cfg.model)
   if _VIDEO.value is not None:
-    logits = predict_video(model, cfg, _VIDEO.value)
+    from dsanet_jax.train import inference
+
+    views = inference.view_logits(model, cfg, _VIDEO.value)  # [V, K]
+    probs = inference.aggregate_probs(views, cfg.eval.aggregate)
+    names = meta.get("class_names") or [str(i) for i in range(len(probs))]
+    top = [(names[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
+    print(inference.format_top_k(_VIDEO.value, top))
+    if _OUTPUT_NPY.value is None:
+      return
+    logits = views.mean(0, keepdims=True)
   else:
     x = check_input(np.load(_INPUT_NPY.value), cfg.model.num_segments, _INPUT_NPY.value)
     logits = predict_logits(model, x, _BATCH_SIZE.value)

@@ -9,9 +9,11 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
+from flax import nnx
 
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import trainer
@@ -31,6 +33,15 @@ def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
     config, config.eval.num_segments, config.eval.num_crops, config.eval.crop_size, ex
   )
   return out["video"].numpy()[None]
+
+
+def view_logits(model: nnx.Module, config: ml_collections.ConfigDict, path: str) -> np.ndarray:
+  """Eval-mode logits f32 [V, K] of the V = crops x (U_test / U) views of a video file."""
+  video = jnp.asarray(video_views(config, path))
+  views = eval_lib.interleave_views(video, config.model.num_segments)  # [V, 1, U, T, S, S, 3]
+  model.eval()
+  forward = nnx.jit(lambda m, x: m(x))
+  return np.stack([np.asarray(forward(model, v), np.float32)[0] for v in views])
 
 
 def predict_video(
@@ -75,4 +86,10 @@ def format_top_k(path: str, top: list[tuple[str, float]]) -> str:
   return "\n".join(lines)
 
 
-__all__: list[Any] = ["aggregate_probs", "format_top_k", "predict_video", "video_views"]
+__all__: list[Any] = [
+  "aggregate_probs",
+  "format_top_k",
+  "predict_video",
+  "video_views",
+  "view_logits",
+]
