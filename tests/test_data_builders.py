@@ -32,7 +32,7 @@ def test_order_of_events_feature_spec(tiny_oe):
     video = ex["video"]
     assert video.dtype == np.uint8 and video.shape[1:] == (32, 43, 3)
     assert video.shape[0] == ex["num_frames"]
-    assert 32 <= ex["num_frames"] <= 48
+    assert 40 <= ex["num_frames"] <= 56
     assert ex["fps"] == pytest.approx(12.0)
     assert ex["video_id"].decode().startswith("validation_")
   with open(os.path.join(tiny_oe.data_dir, "skipped_train.json")) as f:
@@ -88,14 +88,21 @@ def test_order_of_events_classes_differ_only_in_order():
 
 
 def test_order_of_events_no_short_snippet_sees_two_events():
-  """The gaps hide the transitions: any 4 consecutive frames show at most one event (and at
-  least one), in every class, so TSN cannot learn the order from boundary snippets."""
+  """The gaps hide the order: any 4 consecutive frames show exactly one event, and every event
+  has blank frames on both sides, in every class, so TSN cannot learn the order from snippets."""
   cfg = oe.OrderOfEventsConfig(name="t")
   for i in range(40):
     _, events, _ = oe.render_video_and_events(cfg, "validation", i, i % 4)
     windows = np.lib.stride_tricks.sliding_window_view(events, 4)
     for w in windows:
       assert len(set(w[w >= 0].tolist())) == 1, (i, w)
+    # Every event has >= 3 blank frames on both sides, the first and last included.
+    padded = np.concatenate([[-2], events, [-2]])
+    starts = np.flatnonzero((padded[1:-1] >= 0) & (padded[:-2] != padded[1:-1]))
+    ends = np.flatnonzero((padded[1:-1] >= 0) & (padded[2:] != padded[1:-1]))
+    assert len(starts) == len(ends) == 4
+    assert all(s >= 3 and np.all(events[s - 3 : s] == -1) for s in starts)
+    assert all(e + 3 < len(events) and np.all(events[e + 1 : e + 4] == -1) for e in ends)
     # A 5-frame window can see two: the documented limit.
   assert any(
     len(set(w[w >= 0].tolist())) == 2 for w in np.lib.stride_tricks.sliding_window_view(events, 5)

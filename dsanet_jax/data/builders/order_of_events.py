@@ -11,16 +11,19 @@ predictions (TSN: it sees one event and not where in the video it is) therefore 
 evidence for every class and stays at chance (25%); a model that mixes neighbouring snippets and
 knows the video's ends (DSA with U=4) can tell the orders apart.
 
-Gaps close the obvious leak. A snippet that saw two events would show a transition (e.g.
+Gaps close the leaks. A snippet that saw two events would show a transition (e.g.
 square->disc), and the transitions differ between classes (ABCD has A->B, B->C, C->D; BCDA lacks
-A->B), so TSN could learn order from boundary snippets. Between two events there are therefore
-3 frames of background only: a snippet spanning at most 4 frames (T * frame_interval <= 4, as
-in configs/default.py) never sees two events, so TSN sees exactly the same per-snippet evidence
-in every class. Longer snippets (span >= 5) reopen this leak; raise `gap_frames` for them.
+A->B), so TSN could learn the order from boundary snippets. So every event is preceded and followed
+by 3 frames of background only (also at the start and the end of the video, otherwise "A then
+nothing" would give away that A comes last). A snippet spanning at most 4 frames
+(T * frame_interval <= 4, as in configs/default.py) therefore shows one event, whole or with some
+blank frames before or after it, and the same such snippets occur in every class: TSN gets the same
+evidence whatever the class. Longer snippets (span >= 5) can see two events; raise `gap_frames`
+for them.
 
 Nuisance per video (so it is not memorisable): a random dark background colour with per-frame
 pixel noise, per-event colour jitter, shape size and position, a slow random drift, random event
-lengths (each 75-125% of a quarter of the non-gap frames) and 32-48 frames per video. Rendered at
+lengths (each 75-125% of a quarter of the non-gap frames) and 40-56 frames per video. Rendered at
 short_side x 4/3 short_side (default 32 x 43) and stored through the same path as real videos
 (`decode.encode_frames`: resize to `short_side`, here a no-op, then one JPEG per frame) at a
 nominal 12 fps. Splits: 512 train and 128 validation videos, classes exactly balanced, every
@@ -52,8 +55,8 @@ class OrderOfEventsConfig(base.VideoBuilderConfig):
   num_train: int = 512
   num_validation: int = 128
   seed: int = 0
-  min_frames: int = 32
-  max_frames: int = 48
+  min_frames: int = 40
+  max_frames: int = 56
   gap_frames: tuple[int, int] = (3, 3)  # min, max background-only frames between two events
   fps: float = 12.0
   noise: int = 6
@@ -93,14 +96,15 @@ def render_video_and_events(
   w = round(h * 4 / 3)
   num_frames = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
   order = cfg.orderings[label]
-  gaps = rng.integers(cfg.gap_frames[0], cfg.gap_frames[1] + 1, len(order) - 1)
+  # Gaps before every event and after the last one (see the module docstring).
+  gaps = rng.integers(cfg.gap_frames[0], cfg.gap_frames[1] + 1, len(order) + 1)
   lengths = event_lengths(rng, num_frames - int(gaps.sum()), len(order))
   background = rng.integers(20, 91, 3)
   yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
   frames = np.empty((num_frames, h, w, 3), np.uint8)
   frames[:] = background.astype(np.uint8)
   events = np.full((num_frames,), -1, np.int32)
-  t = 0
+  t = int(gaps[0])
   for i, (event, length) in enumerate(zip(order, lengths)):
     colour = np.clip(np.asarray(EVENT_COLOURS[event]) + rng.integers(-25, 26, 3), 0, 255)
     size = rng.uniform(0.3, 0.42) * min(h, w)
@@ -110,7 +114,7 @@ def render_video_and_events(
     mask = _shape_mask(event, yy - (cy + vy * k), xx - (cx + vx * k), size)  # [length, h, w]
     frames[t : t + length][mask] = colour.astype(np.uint8)
     events[t : t + length] = event
-    t += length + (int(gaps[i]) if i < len(gaps) else 0)
+    t += length + int(gaps[i + 1])
   # Grey pixel noise, uniform in [-2*noise, 2*noise] (cheaper than Gaussian, same role).
   noise = rng.integers(-2 * cfg.noise, 2 * cfg.noise + 1, (num_frames, h, w, 1), dtype=np.int16)
   return np.clip(frames + noise, 0, 255).astype(np.uint8), events, cfg.fps
