@@ -138,6 +138,11 @@ class OrderOfEvents(base.VideoDatasetBuilder):
   """Synthetic videos whose classes differ only in the order of four events (see module doc)."""
 
   name = "order_of_events"
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    "1.0.0": "4 events back to back, 24-40 frames.",
+    "1.1.0": "3 blank frames around every event (no order leak to TSN), 40-56 frames.",
+  }
   BUILDER_CONFIGS: ClassVar[list[OrderOfEventsConfig]] = [
     OrderOfEventsConfig(name="default", description="4 rotations of 4 events, 32px short side."),
     OrderOfEventsConfig(
