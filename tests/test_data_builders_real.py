@@ -239,3 +239,48 @@ def test_labelled_videos_generic_builder(realclips, tmp_path):
   }  # fmt: skip
   assert b.info.features["label"].names == ["ApplyEyeMakeup", "FlippingPancake", "ArmWrestling"]
   assert got["ApplyEyeMakeup/a.avi"]["num_frames"] == 164
+
+
+def test_frame_folder_target_fps(realclips, tmp_path):
+  """target_fps also resamples frame folders (12 -> 6 fps: every other frame, floor(F / 2))."""
+  manual = _ssv2_manual(realclips, tmp_path)
+  b = builders.ensure_prepared(
+    "something_something_v2", str(tmp_path / "data"), manual_dir=str(manual), short_side=SHORT,
+    target_fps=6.0, source="frames",
+  )  # fmt: skip
+  got = {ex["video_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="validation"))}
+  assert sorted(got) == ["13201", "57082", "80962"]  # source='frames': the webm-only ids missing
+  assert {k: int(v["num_frames"]) for k, v in got.items()} == {
+    "13201": 24,
+    "57082": 19,
+    "80962": 29,
+  }
+  assert all(v["fps"] == 6.0 for v in got.values())
+  assert b.info.metadata["skipped"]["validation"]["by_reason"] == {"missing": 2}
+
+
+def test_prepare_command_line(realclips, tmp_path):
+  """`python -m dsanet_jax.data.prepare` for a labelled_videos set, in-process."""
+  from absl import flags
+
+  from dsanet_jax.data import prepare
+
+  manual = tmp_path / "manual"
+  (manual / "v").mkdir(parents=True)
+  os.symlink(realclips / "other/mmaction2_test.avi", manual / "v/a.avi")
+  (manual / "names.txt").write_text("makeup\nother\n")
+  (manual / "list.txt").write_text("a.avi makeup\nmissing.avi other\n")
+  argv = [
+    "prepare", "--dataset=labelled_videos", "--config_name=cli", f"--manual_dir={manual}",
+    f"--data_dir={tmp_path / 'data'}", "--class_names=names.txt", "--validation_list=list.txt",
+    "--video_root=v", f"--short_side={SHORT}", "--num_workers=1",
+  ]  # fmt: skip
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  try:
+    prepare.main(["prepare"])
+  finally:
+    flags.FLAGS.unparse_flags()
+  b = builders.get_builder("labelled_videos/cli", str(tmp_path / "data"))
+  assert b.info.splits["validation"].num_examples == 1
+  assert b.info.metadata["skipped"]["validation"]["by_reason"] == {"missing": 1}
