@@ -1,7 +1,9 @@
 """The embedded default: a small DSA network on the synthetic `order_of_events` dataset.
 
-Command (builds the dataset into ~/tensorflow_datasets on first use, trains, evaluates):
+Command:
   python main.py --config=configs/default.py --workdir=/tmp/dsanet_default
+(builds the dataset into ~/tensorflow_datasets on first use, or --config.data.data_dir=DIR;
+trains, then writes /tmp/dsanet_default/eval/results.json).
 
 Hardware: a 2-core CPU (no accelerator), under 5 minutes in total, including start-up, the dataset
 build, compilation and the final 8x3-view evaluation. A second invocation with the same workdir
