@@ -39,6 +39,13 @@ def test_order_of_events_feature_spec(tiny_oe):
     assert ex["video_id"].decode().startswith("validation_")
   with open(os.path.join(tiny_oe.data_dir, "skipped_train.json")) as f:
     assert json.load(f) == []
+  # A second call finds it prepared and does not rebuild.
+  mtime = os.path.getmtime(os.path.join(tiny_oe.data_dir, "dataset_info.json"))
+  again = builders.ensure_prepared(
+    "order_of_events", tiny_oe.data_dir.split("/order_of_events")[0], **TINY
+  )
+  assert again.data_dir == tiny_oe.data_dir
+  assert os.path.getmtime(os.path.join(tiny_oe.data_dir, "dataset_info.json")) == mtime
 
 
 def test_order_of_events_stored_frames_match_render(tiny_oe):
