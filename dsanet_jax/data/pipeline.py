@@ -59,15 +59,19 @@ def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of `cfg.data.name` in `cfg.data.data_dir`.
 
   Uses the project's builders (`data/builders`); a self-contained one (the embedded synthetic
-  dataset) is built on first use. Fails naming the dataset if it is not prepared.
+  dataset) is built on first use. Any other name ('name[/config][:version]') is any TFDS dataset
+  prepared in data_dir. Fails naming the dataset if it is not prepared.
   """
   from dsanet_jax.data import builders
 
   name, data_dir = cfg.data.name, cfg.data.data_dir
-  if name.split("/")[0].split(":")[0] in getattr(builders, "SELF_CONTAINED", ()):
+  base_name = name.split("/")[0].split(":")[0]
+  if base_name in builders.SELF_CONTAINED:
     builder = builders.ensure_prepared(name, data_dir)
-  else:
+  elif base_name in builders.BUILDERS:
     builder = builders.get_builder(name, data_dir)
+  else:
+    builder = tfds.builder(name, data_dir=data_dir)
   if not getattr(builder, "is_prepared", lambda: True)():
     raise ValueError(
       f"Dataset {name!r} is not prepared in data_dir={data_dir!r} (config data.name, "
@@ -211,9 +215,8 @@ def _train_augment(
     raise ValueError(
       f"data.train_crop must be 'random_resized' or 'scale_jitter', got {cfg.data.train_crop!r}"
     )
-  frames = transforms.decode_crop_resize(jpegs, box, size)
   flip = transforms.flip_coin(s_flip, cfg.data.flip)
-  frames = transforms.flip_left_right(frames, flip)
+  frames = transforms.decode_crop_resize(jpegs, box, size, flip if cfg.data.flip else None)
   label = el["label"]
   if perm is not None:  # label -1 (unlabelled) stays -1
     mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))

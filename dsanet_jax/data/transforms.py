@@ -112,14 +112,20 @@ def decode_frames(jpegs: tf.Tensor) -> tf.Tensor:
   )
 
 
-def decode_crop_resize(jpegs: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
-  """Decodes only `box` (y, x, h, w) of each JPEG [N] and resizes it: float32 [N, size, size, 3]."""
+def decode_crop_resize(
+  jpegs: tf.Tensor, box: tf.Tensor, size: int, flip: tf.Tensor | None = None
+) -> tf.Tensor:
+  """Decodes only `box` (y, x, h, w) of each JPEG [N], flips it when `flip` (bool scalar), resizes
+  it: float32 [N, size, size, 3]. The flip is done on the uint8 crop (bilinear resizing commutes
+  with it), which is cheaper than on the float output."""
   frames = tf.map_fn(
     lambda s: tf.io.decode_and_crop_jpeg(s, box, channels=3),
     jpegs,
     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     parallel_iterations=16,
   )
+  if flip is not None:
+    frames = flip_left_right(frames, flip)
   return resize(frames, size, size)
 
 
@@ -181,13 +187,26 @@ def multi_crop(frames: tf.Tensor, crop_size: int, num_crops: int) -> tf.Tensor:
 
 def flip_left_right(frames: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
   """Flips [..., H, W, C] along W when `flip` (bool scalar) is True."""
-  return tf.cond(flip, lambda: tf.reverse(frames, axis=[-2]), lambda: frames)
+
+  def flipped() -> tf.Tensor:
+    shape = tf.shape(frames)
+    rows = tf.reshape(frames, tf.stack([-1, shape[-2], shape[-1]]))  # 3-D reverse is ~2x faster
+    return tf.reshape(tf.reverse(rows, axis=[1]), shape)
+
+  return tf.cond(flip, flipped, lambda: frames)
 
 
 def normalize(
   frames: tf.Tensor, mean: Sequence[float], std: Sequence[float], dtype: tf.DType
 ) -> tf.Tensor:
-  """(x - mean) / std on the 0-255 scale, per RGB channel, then cast to `dtype`."""
-  mean_t = tf.constant(mean, tf.float32)
-  inv_std = 1.0 / tf.constant(std, tf.float32)
-  return tf.cast((tf.cast(frames, tf.float32) - mean_t) * inv_std, dtype)
+  """(x - mean) / std on the 0-255 scale, per RGB channel, then cast to `dtype`.
+
+  Broadcasting a length-3 vector over the last axis is slow on CPU (a 3-element inner loop, ~4x),
+  so the rows are flattened to [..., W*C] and the constants tiled W times.
+  """
+  shape = tf.shape(frames)
+  width, channels = shape[-2], len(mean)
+  mean_row = tf.tile(tf.constant(mean, tf.float32), [width])
+  inv_row = tf.tile(1.0 / tf.constant(std, tf.float32), [width])
+  rows = tf.reshape(tf.cast(frames, tf.float32), tf.stack([-1, width * channels]))
+  return tf.reshape(tf.cast((rows - mean_row) * inv_row, dtype), shape)
