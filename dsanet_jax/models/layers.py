@@ -215,10 +215,10 @@ class BatchNorm(nnx.Module):
 
 def max_pool_1x3x3(x: jax.Array) -> jax.Array:
   """MaxPool3d((1,3,3), stride (1,2,2), padding (0,1,1)) with -inf padding. [B,T,H,W,C]."""
-  init = jnp.array(-jnp.inf, x.dtype)
+  # A Python -inf init lets JAX recognise the max monoid (differentiable reduce_window_max).
   return jax.lax.reduce_window(
     x,
-    init,
+    -jnp.inf,
     jax.lax.max,
     window_dimensions=(1, 1, 3, 3, 1),
     window_strides=(1, 1, 2, 2, 1),

@@ -48,6 +48,8 @@ class Recognizer(nnx.Module):
     self.num_segments = num_segments
     self.bn_group_size = bn_group_size
     self.dtype = dtype
+    # Set by model.train() / model.eval() (as on every BatchNorm): groups only matter in training.
+    self.use_running_average = False
 
   def _check(self, video: jax.Array) -> None:
     if video.ndim != 6 or video.shape[-1] != 3:
@@ -61,7 +63,7 @@ class Recognizer(nnx.Module):
   def num_groups(self, num_videos: int) -> int:
     """BatchNorm statistics groups for a batch of `num_videos` videos."""
     g = self.bn_group_size
-    if g <= 0:
+    if g <= 0 or self.use_running_average:
       return 1
     if num_videos % g:
       raise ValueError(f"batch of {num_videos} videos is not a multiple of model.bn_group_size={g}")
