@@ -293,3 +293,67 @@ def test_random_resized_crop_box_axes():
   for s in range(50):
     y, x, h, w = transforms.scale_jitter_box(256, 340, tf.constant([s, 1]), 224).numpy()
     assert h == w and 179 <= h <= 224 and y + h <= 256 and x + w <= 340
+
+
+def test_eval_more_processes_than_examples(builder):
+  cfg = _cfg()
+  ids = []
+  for p in range(8):  # 7 examples over 8 processes: one process has none, all run one batch
+    batches = list(
+      pipeline.make_eval_iterator(
+        cfg,
+        split="validation",
+        local_batch_size=2,
+        process_index=p,
+        process_count=8,
+        num_segments=2,
+        num_crops=1,
+        builder=builder,
+      )
+    )
+    assert len(batches) == 1
+    ids += [v.decode() for v in batches[0]["video_id"][batches[0]["mask"]]]
+  assert sorted(ids) == [f"val{i:03d}" for i in range(NUM_VAL)]
+
+
+def _experiment_configs(pattern: str) -> list:
+  import importlib
+  import pathlib
+
+  root = pathlib.Path(__file__).resolve().parents[1] / "configs"
+  mods = [f"configs.{p.parent.name}.{p.stem}" for p in sorted(root.glob(pattern))]
+  return [(m, importlib.import_module(m).get_config()) for m in mods if not m.endswith("__init__")]
+
+
+def test_something_something_configs_never_flip_without_the_map():
+  cfgs = _experiment_configs("something_something*/*.py")
+  if not cfgs:
+    pytest.skip("no Something-Something configs yet")
+  for name, cfg in cfgs:
+    assert not cfg.data.flip or cfg.data.flip_label_pairs, name
+    pipeline._check_flip(cfg)
+
+
+def test_default_dataset_end_to_end(tmp_path):
+  from configs.default import get_config
+
+  cfg = get_config()
+  cfg.data.data_dir = str(tmp_path)  # builds the embedded order_of_events here (seconds)
+  names = pipeline.class_names(cfg)
+  assert len(names) == cfg.model.num_classes
+  b = next(pipeline.make_train_iterator(cfg, local_batch_size=4, process_index=1, process_count=2))
+  u, t, s = cfg.model.num_segments, cfg.data.num_frames, cfg.data.crop_size
+  assert b["video"].shape == (4, u, t, s, s, 3) and np.isfinite(b["video"]).all()
+  assert set(b["label"].tolist()) <= set(range(len(names)))
+  n_val = pipeline.num_examples(cfg, cfg.data.eval_split)
+  ev = pipeline.make_eval_iterator(
+    cfg,
+    split=cfg.data.eval_split,
+    local_batch_size=n_val,
+    process_index=0,
+    process_count=1,
+    num_segments=cfg.eval.num_segments,
+    num_crops=cfg.eval.num_crops,
+  )
+  (batch,) = list(ev)
+  assert batch["mask"].all() and len(set(batch["video_id"].tolist())) == n_val

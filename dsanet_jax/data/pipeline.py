@@ -151,12 +151,14 @@ def shard_bounds(n: int, process_index: int, process_count: int) -> tuple[int, i
 def _read(builder: tfds.core.DatasetBuilder, split: str, start: int, end: int) -> tf.data.Dataset:
   """Examples [start, end) of `split` in stored order, with the frames as JPEG strings."""
   read_config = tfds.ReadConfig(try_autocache=False, skip_prefetch=True, add_tfds_id=False)
-  return builder.as_dataset(
-    split=f"{split}[{start}:{end}]",
+  empty = end <= start  # TFDS refuses an empty slice: read one example and take none
+  ds = builder.as_dataset(
+    split=f"{split}[{start}:{start + 1 if empty else end}]",
     shuffle_files=False,
     decoders={"video": tfds.decode.SkipDecoding()},
     read_config=read_config,
   )
+  return ds.take(0) if empty else ds
 
 
 def _options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
@@ -333,6 +335,8 @@ def make_eval_dataset(
   if crop_size > cfg.eval.short_side:
     raise ValueError(f"eval crop {crop_size} is larger than eval.short_side {cfg.eval.short_side}")
   n = num_examples(cfg, split, builder=builder)
+  if n == 0:
+    raise ValueError(f"Split {split!r} of {builder.info.full_name} has no examples")
   start, end = shard_bounds(n, process_index, process_count)
   max_local = max(
     b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
