@@ -250,3 +250,17 @@ def test_broken_annotation_fails_the_build_naming_the_file(realclips, tmp_path):
     builders.ensure_prepared(
       "something_something_v2", str(tmp_path / "data"), manual_dir=str(manual), short_side=16
     )
+
+
+def test_split_with_no_good_video_fails_saying_why(bad_files, tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  (manual / "classes.txt").write_text("a\n")
+  (manual / "train.txt").write_text(f"{bad_files['missing']}\ta\n{bad_files['corrupt']}\ta\n")
+  cfg = labelled_videos.LabelledVideosConfig(
+    name="allbad", class_names_file="classes.txt", split_files={"train": "train.txt"}
+  )
+  with pytest.raises(ValueError, match=r"every one of the 2 videos .* 'train' was skipped"):
+    builders.ensure_prepared(
+      "labelled_videos", str(tmp_path / "data"), manual_dir=str(manual), config=cfg
+    )

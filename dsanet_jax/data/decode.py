@@ -98,7 +98,7 @@ def encode_frames(
   return EncodedVideo(out, float(fps), nh, nw)
 
 
-def _resample_indices(times: Sequence[float], native_fps: float, target_fps: float) -> list[int]:
+def resample_indices(times: Sequence[float], native_fps: float, target_fps: float) -> list[int]:
   """Indices of the decoded frames shown at t = k / target_fps (latest frame at or before t)."""
   if not times:
     return []
@@ -185,7 +185,7 @@ def read_video(
   if target_fps:
     if any(np.isnan(times)):
       times = [i / fps for i in range(len(jpegs))]
-    jpegs = [jpegs[i] for i in _resample_indices(times, fps, float(target_fps))]
+    jpegs = [jpegs[i] for i in resample_indices(times, fps, float(target_fps))]
     fps = float(target_fps)
   return EncodedVideo(jpegs, fps, size[0], size[1])
 
@@ -216,12 +216,14 @@ def read_frame_dir(
   *,
   fps: float,
   short_side: int | None = 256,
+  target_fps: float | None = None,
   jpeg_quality: int = 90,
 ) -> EncodedVideo:
-  """Reads a folder of extracted frames (`00001.jpg`, ... in natural order).
+  """Reads a folder of extracted frames (`00001.jpg`, ... in natural order) shot at `fps`.
 
   Every frame is fully decoded (a broken JPEG is caught here, not in the training pipeline).
   JPEG frames already at the requested size are stored as they are (no re-encoding).
+  `target_fps` resamples as in `read_video`.
 
   Raises:
     DecodeError: missing folder, no frames, or an undecodable frame. Frames of another size than
@@ -252,4 +254,7 @@ def read_frame_dir(
       if (img.height, img.width) != size:
         img = img.resize((size[1], size[0]), Image.BILINEAR)
       out.append(encode_jpeg(np.asarray(img), jpeg_quality))
+  if target_fps:
+    idx = resample_indices([i / fps for i in range(len(out))], fps, target_fps)
+    return EncodedVideo([out[i] for i in idx], float(target_fps), size[0], size[1])
   return EncodedVideo(out, float(fps), size[0], size[1])

@@ -161,14 +161,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       if item.is_frame_dir:
         video = decode.read_frame_dir(
           item.path, fps=item.frame_dir_fps, short_side=cfg.short_side,
-          jpeg_quality=cfg.jpeg_quality,
+          target_fps=cfg.target_fps, jpeg_quality=cfg.jpeg_quality,
         )  # fmt: skip
-        if cfg.target_fps:
-          times = [i / video.fps for i in range(video.num_frames)]
-          idx = decode._resample_indices(times, video.fps, cfg.target_fps)
-          video = dataclasses.replace(
-            video, frames=[video.frames[i] for i in idx], fps=float(cfg.target_fps)
-          )
         return video
       return decode.read_video(
         item.path,
@@ -202,6 +196,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     bar = tqdm.tqdm(
       total=len(todo), desc=f"{self.name} {split}", unit="video", leave=False, mininterval=1.0
     )
+    kept = 0
     try:
       for item, result in zip(todo, _ordered_map(self._encode, todo, self._num_workers)):
         bar.update(1)
@@ -209,6 +204,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
           skipped.append(_record(item, result.reason, result.detail))
           bar.set_postfix(skipped=len(skipped))
           continue
+        kept += 1
         yield (
           item.video_id,
           dict(
@@ -222,6 +218,13 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         )
     finally:
       bar.close()
+    if not kept:  # TFDS would fail with "No examples were yielded."; say why instead.
+      counts = dict(collections.Counter(s["reason"] for s in skipped))
+      raise ValueError(
+        f"{self.name}/{self.builder_config.name}: every one of the {len(items)} videos listed "
+        f"for split {split!r} was skipped {counts} (wrong manual folder or layout?); "
+        f"first ones: {skipped[:3]}"
+      )
     self._write_skipped(split, len(items), skipped)
 
   def _write_skipped(self, split: str, total: int, skipped: list[dict[str, str]]) -> None:
