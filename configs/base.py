@@ -103,6 +103,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 0  # 0 = only at the end
   c.train.num_steps = 0  # > 0 overrides num_epochs (smoke tests, benchmarks)
+  c.train.log_gmacs = True  # compile the eval forward once at step 0 to log GMACs per view
   c.init_from = ml_collections.FieldReference(None, field_type=str)  # converted checkpoint dir
 
   # ---------------------------------------------------------------- eval

@@ -309,6 +309,8 @@ def _build_fn(model_cfg: ml_collections.ConfigDict, seed: int) -> Callable[[], n
 def _model_info(config: ml_collections.ConfigDict, params: Any) -> dict[str, float]:
   """Parameter count and GMACs per view (the models' `flops.count_gmacs`), for the step-0 log."""
   info = {"num_params": float(count_params(params))}
+  if not config.train.log_gmacs:
+    return info
   try:
     from dsanet_jax.models import flops
 
