@@ -12,7 +12,6 @@ from dsanet_jax.convert import checkpoint_io, keymap, port, torch_checkpoint
 from dsanet_jax.convert import torch_reference as tr
 from dsanet_jax.convert.keymap import ConversionError
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
-from dsanet_jax.models import build_model
 
 BW = 8  # reduced base width: same shapes across tests, so JAX compiles are shared
 R18_FREQ = (0, (0, 1), (0, 1), 0)
@@ -57,7 +56,8 @@ def rel(got, want) -> float:
 
 
 def new_model(cfg, seed: int = 3):
-  return build_model(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  """The model of `cfg` with placeholders for the conversion to fill (no slow initialisation)."""
+  return checkpoint_io.abstract_model(cfg, seed)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -202,19 +202,56 @@ def test_architecture_checked_against_config():
   assert keymap.compress_flags(info["insert_flags"]) == R18_FREQ
 
 
-def test_allow_new_head_reinitialises_only_the_head():
+def test_allow_new_head_reinitialises_only_the_head(tmp_path):
   cfg = model_config(*CASES["dsa_i3d_r18"])
   sd = numpy_sd(reference(cfg))
   new = model_config(18, "dsa", R18_FREQ, classes=5)
-  model = new_model(new)
-  fresh_head = np.asarray(model.cls_head.fc_cls.kernel[...]).copy()
-  report = port.convert_state_dict(sd, model, new, allow_new_head=True)
+  with pytest.raises(ConversionError, match=r"model\.num_classes"):
+    port.convert_state_dict(sd, new_model(new), new)
+  torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "k7.pth")
+  model, report = port.convert_checkpoint(tmp_path / "k7.pth", new, allow_new_head=True)
   assert report.fresh == ["cls_head.fc_cls.bias", "cls_head.fc_cls.kernel"]
   assert any("initialised fresh" in n for n in report.notes)
-  np.testing.assert_array_equal(model.cls_head.fc_cls.kernel[...], fresh_head)
+  kernel = np.asarray(model.cls_head.fc_cls.kernel[...])
+  assert kernel.shape == (64, 5) and 0.005 < kernel.std() < 0.02  # N(0, 0.01), the original's
+  np.testing.assert_array_equal(model.cls_head.fc_cls.bias[...], np.zeros(5))
   np.testing.assert_array_equal(
     model.backbone.layer2[1].dsa.fc1.kernel[...], sd["backbone.layer2.1.dsa.generate.0.weight"].T
   )
+
+
+def test_fresh_parts_get_the_models_init():
+  """Parts absent from the checkpoint (here V4D's R4D and the head) get the model's own init."""
+  cfg = model_config(18, "v4d", (0, 0, (0, 1), 0))
+  sd = numpy_sd(reference(cfg))
+  fresh = [k for k in sd if "tsa" in k or "cls_head" in k]
+  values = []
+  for seed in (4, 4, 5):
+    model = new_model(cfg, seed=seed)
+    partial = {k: v for k, v in sd.items() if k not in fresh}
+    with pytest.raises(ConversionError, match=r"model\.aggregation: the config says 'v4d'"):
+      port.convert_state_dict(partial, model, cfg)  # no R4D in the checkpoint
+    table = port.model_table(model)
+    port._assign(
+      model,
+      {
+        table[k].path: keymap.to_ours(table[k], v)
+        for k, v in partial.items()
+        if not k.endswith("num_batches_tracked")
+      },
+    )
+    filled = checkpoint_io.initialise_missing(model, cfg, seed=seed)
+    assert sorted(keymap.path_str(p) for p in filled) == [
+      "backbone.layer3.1.r4d.kernel",
+      "cls_head.fc_cls.bias",
+      "cls_head.fc_cls.kernel",
+    ]
+    assert not checkpoint_io.abstract_leaves(model)
+    values.append(np.asarray(model.backbone.layer3[1].r4d.kernel[...]))
+  bound = 1 / np.sqrt(9 * 4 * BW)  # PyTorch's default conv init, fan_in = 9 * C
+  assert np.abs(values[0]).max() <= bound and values[0].std() > bound / 3
+  np.testing.assert_array_equal(values[0], values[1])  # the same seed gives the same init
+  assert not np.array_equal(values[0], values[2])
 
 
 def test_v4d_native_layout_and_conv4d_kernels():
@@ -236,7 +273,7 @@ def test_v4d_native_layout_and_conv4d_kernels():
     np.testing.assert_array_equal(va.get_value(), vb.get_value(), err_msg=str(p))
 
 
-def test_inflated_torchvision_resnet50_matches_2d_per_frame():
+def test_inflated_torchvision_resnet50_matches_2d_per_frame(tmp_path):
   """T identical frames through the inflated I3D give the 2D ResNet's features on each frame.
 
   Exactly so on the frames the temporal zero padding does not reach: R50 has 9 inflated 3x1x1
@@ -245,14 +282,13 @@ def test_inflated_torchvision_resnet50_matches_2d_per_frame():
   """
   cfg = model_config(50, "tsn", (0, 0, 0, 0))
   net2d = tr.randomize_(tr.ResNet2D(50, num_classes=1000, base_width=BW), seed=5).eval()
+  torch.save(net2d.state_dict(), tmp_path / "resnet50.pth")
   sd2d = numpy_sd(net2d)
-  model = new_model(cfg)
-  head = np.asarray(model.cls_head.fc_cls.kernel[...]).copy()
-  report = port.convert_state_dict(sd2d, model, cfg)
+  model, report = port.convert_checkpoint(tmp_path / "resnet50.pth", cfg)
   assert report.source == "torchvision"
   assert report.fresh == ["cls_head.fc_cls.bias", "cls_head.fc_cls.kernel"]
   assert "fc.weight" in report.dropped
-  np.testing.assert_array_equal(model.cls_head.fc_cls.kernel[...], head)
+  assert 0.005 < float(np.std(model.cls_head.fc_cls.kernel[...])) < 0.02
   t = 20
   frames = np.random.RandomState(2).randn(4, 32, 32, 3).astype(np.float32)  # N*U = 1*4 frames
   x = np.repeat(frames[:, None], t, axis=1).reshape(1, 4, t, 32, 32, 3)  # T identical frames

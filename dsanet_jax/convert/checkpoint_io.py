@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -110,6 +111,64 @@ def _norm_flags(freq: Any) -> Any:
   return tuple(out)
 
 
+def abstract_model(model_cfg: ml_collections.ConfigDict, seed: int = 0) -> nnx.Module:
+  """The model of `model_cfg` without initialising it: cheap (no per-shape init compiles).
+
+  Params and BatchStats are `jax.ShapeDtypeStruct` placeholders to be filled (restore, convert);
+  the RNG state is concrete, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))`.
+  """
+  seeds = {"params": seed, "dropout": seed + 1}
+  model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(**seeds)))
+  rng_state = nnx.state(model, nnx.RngState)
+  for _, var in nnx.to_flat_state(rng_state):
+    x = var.get_value()
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      var.set_value(jax.random.key(seeds.get(getattr(var, "tag", None), seed)))
+    else:
+      var.set_value(jnp.zeros(x.shape, x.dtype))
+  nnx.update(model, rng_state)
+  return model
+
+
+def initialise_missing(
+  model: nnx.Module, model_cfg: ml_collections.ConfigDict, seed: int = 0
+) -> list:
+  """Gives the placeholders left in `model` (see `abstract_model`) their values from the model's
+  own initialisation, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))` would.
+
+  Only the requested leaves are computed: the init is traced once and XLA drops the rest, so this
+  is cheap even for a full-size network. Returns the paths filled.
+  """
+  state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+  todo = [
+    (p, v) for p, v in nnx.to_flat_state(state) if isinstance(v.get_value(), jax.ShapeDtypeStruct)
+  ]
+  if not todo:
+    return []
+  paths = [p for p, _ in todo]
+  seeds = {"params": seed, "dropout": seed + 1}
+
+  def init() -> list[jax.Array]:
+    fresh = build_model(model_cfg, rngs=nnx.Rngs(**seeds))
+    flat = dict(nnx.to_flat_state(nnx.state(fresh, (nnx.Param, nnx.BatchStat))))
+    return [flat[p].get_value() for p in paths]
+
+  for (_, var), value in zip(todo, jax.jit(init)()):
+    var.set_value(value)
+  nnx.update(model, state)
+  return paths
+
+
+def abstract_leaves(model: nnx.Module) -> list[str]:
+  """Paths of Params / BatchStats still without values (see `abstract_model`)."""
+  state = nnx.state(model, (nnx.Param, nnx.BatchStat))
+  return [
+    ".".join(map(str, p))
+    for p, v in nnx.to_flat_state(state)
+    if isinstance(v.get_value(), jax.ShapeDtypeStruct)
+  ]
+
+
 def read_metadata(ckpt_dir: str | pathlib.Path) -> dict:
   """Reads and checks `DIR/metadata.json`."""
   path = pathlib.Path(ckpt_dir) / METADATA_FILE
@@ -173,7 +232,7 @@ def load_model(
       raise ValueError(
         f"{ckpt_dir}: the checkpoint was made for another architecture:\n  " + "\n  ".join(diffs)
       )
-  model = build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  model = abstract_model(model_cfg, seed)
   params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
   target = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats)}
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -187,4 +246,6 @@ def load_model(
   nnx.replace_by_pure_dict(params, restored["params"])
   nnx.replace_by_pure_dict(batch_stats, restored["batch_stats"])
   nnx.update(model, params, batch_stats)
+  if abstract_leaves(model):
+    raise ValueError(f"{ckpt_dir}: not restored: {abstract_leaves(model)}")
   return model, meta

@@ -101,7 +101,7 @@ def _module_parts(path: tuple) -> list[str]:
 def build_table(flat_state: Sequence[tuple[tuple, object]]) -> dict[str, Entry]:
   """Original key -> Entry, for every Param / BatchStat of our model.
 
-  `flat_state`: `(path, array-like)` pairs of the model's Param and BatchStat leaves.
+  `flat_state`: `(path, shape)` pairs of the model's Param and BatchStat leaves.
   """
   # Which blocks carry a DSA (-> `.block.` infix) or an R4D (-> Sequential index shift).
   dsa_blocks, r4d_blocks = set(), set()
@@ -112,8 +112,8 @@ def build_table(flat_state: Sequence[tuple[tuple, object]]) -> dict[str, Entry]:
       if path[3] == "r4d":
         r4d_blocks.add((path[1], int(path[2])))
   table: dict[str, Entry] = {}
-  for path, value in flat_state:
-    shape = tuple(np.shape(value))
+  for path, shape in flat_state:
+    shape = tuple(shape)
     kind = _kind(path, len(shape))
     if kind == "unknown":
       raise ValueError(f"keymap: no PyTorch layout for {path_str(path)} of shape {shape}")

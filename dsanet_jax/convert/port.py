@@ -15,9 +15,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from dsanet_jax.convert import inflate, keymap, torch_checkpoint
+from dsanet_jax.convert import checkpoint_io, inflate, keymap, torch_checkpoint
 from dsanet_jax.convert.keymap import ConversionError
-from dsanet_jax.models import build_model
 
 HEAD_KEYS = ("cls_head.fc_cls.weight", "cls_head.fc_cls.bias")
 
@@ -52,7 +51,7 @@ def state_leaves(model: nnx.Module) -> list[tuple[tuple, nnx.Variable]]:
 
 def model_table(model: nnx.Module) -> dict[str, keymap.Entry]:
   """Original key -> Entry for `model` (see keymap.build_table)."""
-  return keymap.build_table([(p, v.get_value()) for p, v in state_leaves(model)])
+  return keymap.build_table([(p, v.get_value().shape) for p, v in state_leaves(model)])
 
 
 def _assign(model: nnx.Module, values: Mapping[tuple, np.ndarray]) -> None:
@@ -169,10 +168,18 @@ def convert_checkpoint(
 ) -> tuple[nnx.Module, Report]:
   """Loads `path` safely, builds the model of `model_cfg` and converts into it."""
   sd = torch_checkpoint.load_state_dict(path)
-  model = build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  if source == "auto":
+    source = torch_checkpoint.detect_source(sd)
+  # Placeholders first; only the parts the checkpoint does not have get initialised.
+  model = checkpoint_io.abstract_model(model_cfg, seed)
   report = convert_state_dict(
     sd, model, model_cfg, source=source, allow_new_head=allow_new_head, where=str(path)
   )
+  filled = {keymap.path_str(p) for p in checkpoint_io.initialise_missing(model, model_cfg, seed)}
+  if filled != set(report.fresh):
+    raise ConversionError(
+      f"{path}: left without values: {sorted(filled - set(report.fresh))} (a converter bug)"
+    )
   return model, report
 
 
