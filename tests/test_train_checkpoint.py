@@ -32,7 +32,9 @@ def test_saved_on_8_devices_restores_on_4(tmp_path):
   _, tx, build, _, sh8 = _setup(jax.devices(), 2)
   state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh8)()
   # make the optimiser state non-trivial
-  state["opt_state"] = jax.tree.map(lambda x: x + 1 if x.dtype == np.float32 else x, state["opt_state"])
+  state["opt_state"] = jax.tree.map(
+    lambda x: x + 1 if x.dtype == np.float32 else x, state["opt_state"]
+  )
   mngr = ckpt_lib.make_manager(str(tmp_path), _ckpt_cfg())
   ckpt_lib.save(mngr, 7, state, {"step": 7})
   mngr.wait_until_finished()

@@ -731,3 +731,21 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     extra={"step": int(jax.device_get(state["step"])), "source": source},
   )
   return metrics
+
+
+def export_model(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> str:
+  """Writes the workdir's latest model in the converted-checkpoint format (`config.init_from`).
+
+  The result is read by `convert.checkpoint_io.load_model`, `--config.init_from=out_dir` and
+  `python -m dsanet_jax.predict --checkpoint=out_dir`. Returns `out_dir`.
+  """
+  from dsanet_jax.convert import checkpoint_io
+
+  _, _, state, source, class_names = restore_for_eval(config, workdir, devices=jax.devices()[:1])
+  model = _build_fn(config.model, config.seed)()
+  graph, _, _, rngs = split_model(model)
+  params, stats = jax.device_get((state["params"], state["batch_stats"]))
+  model = nnx.merge(graph, params, stats, rngs)
+  meta = {"config": config.model.to_dict(), "class_names": class_names, "source": source}
+  checkpoint_io.save_model(out_dir, model, meta)
+  return out_dir

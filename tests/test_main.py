@@ -1,0 +1,229 @@
+"""End-to-end through main.py on the embedded dataset (tiny model, few steps), in subprocesses.
+
+- SIGKILL mid-training, restart: continues from the last checkpoint and ends bit-identical to an
+  uninterrupted run of the same length; a further invocation finds the run finished.
+- SIGTERM: saves a checkpoint before exiting (exit code 0), and the run resumes from it.
+- --mode=predict on a real clip from ../shared/data/realclips prints top-5 classes.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMEOUT = 420
+
+TINY = [
+  "--config=configs/default.py",
+  "--config.model.base_width=4",
+  "--config.data.num_frames=2",
+  "--config.data.crop_size=16",
+  "--config.eval.short_side=16",
+  "--config.eval.crop_size=16",
+  "--config.eval.num_segments=4",
+  "--config.eval.num_crops=1",
+  "--config.eval.batch_size=64",
+  "--config.train.global_batch_size=8",
+  "--config.train.log_every_steps=1",
+  "--config.checkpoint.every_steps=2",
+  "--config.checkpoint.async_save=True",
+  "--config.train.log_gmacs=False",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_cache(tmp_path_factory):
+  """One persistent XLA cache for the module's subprocesses: later runs skip recompiling."""
+  global CACHE
+  CACHE = str(tmp_path_factory.mktemp("xla_cache"))
+
+
+CACHE = None
+
+
+def _env(devices: int = 2) -> dict[str, str]:
+  env = dict(os.environ)
+  env["JAX_COMPILATION_CACHE_DIR"] = CACHE
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return env
+
+
+def _cmd(workdir, *extra) -> list[str]:
+  return [sys.executable, str(REPO / "main.py"), f"--workdir={workdir}", *TINY, *extra]
+
+
+def _run(workdir, *extra, timeout=TIMEOUT) -> subprocess.CompletedProcess:
+  p = subprocess.run(
+    _cmd(workdir, *extra), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout
+  )
+  assert p.returncode == 0, p.stderr[-4000:]
+  return p
+
+
+def _start(workdir, *extra, log) -> subprocess.Popen:
+  return subprocess.Popen(
+    _cmd(workdir, *extra), cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True
+  )
+
+
+def _wait_for(pred, proc, what, timeout=TIMEOUT):
+  t0 = time.time()
+  while not pred():
+    if proc.poll() is not None:
+      raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
+    if time.time() - t0 > timeout:
+      proc.kill()
+      raise AssertionError(f"timed out waiting for {what}")
+    time.sleep(0.2)
+
+
+def _steps(workdir) -> list[int]:
+  d = pathlib.Path(workdir) / "checkpoints"
+  if not d.is_dir():
+    return []
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+
+
+def _state(workdir, step) -> list[tuple[str, np.ndarray]]:
+  """(path, array) of every leaf of a saved train state (params, batch_stats, opt_state, step)."""
+  path = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # "sharding info not provided": numpy is what we want
+    tree = ocp.PyTreeCheckpointer().restore(path)
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  assert len(leaves) > 10
+  return [(jax.tree_util.keystr(k), np.asarray(v)) for k, v in leaves]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  w = tmp_path_factory.mktemp("uninterrupted")
+  p = _run(w, "--config.train.num_steps=6")
+  return w, p
+
+
+def test_uninterrupted_run_writes_results_and_second_run_does_not_retrain(uninterrupted):
+  w, _ = uninterrupted
+  res = json.loads((w / "eval" / "results.json").read_text())
+  assert res["num_videos"] == 128 and res["num_classes"] == 4 and res["step"] == 6
+  assert 0.0 <= res["top1"] <= 1.0 and res["top5"] == 1.0
+  lines = [json.loads(s) for s in (w / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in lines if "train/loss" in r]
+  assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
+  for k in ("train/learning_rate", "train/grad_norm", "train/clips_per_sec", "train/eta_minutes"):
+    assert k in train[-1], k
+  assert any("num_params" in r for r in lines)
+  assert (w / "tensorboard").is_dir() and any((w / "tensorboard").iterdir())
+  again = _run(w, "--config.train.num_steps=6")
+  assert "training already finished at step 6" in again.stderr
+  assert "train/loss" not in again.stderr
+
+
+def test_sigkill_then_restart_is_bit_identical(uninterrupted, tmp_path):
+  ref, _ = uninterrupted
+  w = tmp_path / "killed"
+  with open(tmp_path / "log1.txt", "w") as log:
+    proc = _start(w, "--config.train.num_steps=6", log=log)
+    _wait_for(lambda: any(s >= 2 for s in _steps(w)), proc, "the first checkpoint")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  killed_at = max(_steps(w))
+  assert killed_at < 6, "the run finished before it could be killed"
+  p = _run(w, "--config.train.num_steps=6")
+  assert "resumed from" in p.stderr and f"at step {killed_at}" in p.stderr
+  a, b = _state(ref, 6), _state(w, 6)
+  assert [k for k, _ in a] == [k for k, _ in b]
+  for (k, x), (_, y) in zip(a, b):
+    np.testing.assert_array_equal(x, y, err_msg=k)
+
+
+def test_sigterm_saves_before_exit_and_resumes(tmp_path):
+  w = tmp_path / "term"
+  log_path = tmp_path / "log.txt"
+  with open(log_path, "w") as log:
+    proc = _start(
+      w, "--config.train.num_steps=1000", "--config.checkpoint.every_steps=1000", log=log
+    )
+    _wait_for(lambda: "step 3/1000" in log_path.read_text(), proc, "step 3")
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=120)
+  text = log_path.read_text()
+  assert rc == 0, text[-3000:]
+  assert "pre-empted: checkpoint saved at step" in text
+  steps = _steps(w)
+  assert steps and 3 <= steps[-1] < 1000, steps
+  assert not (w / "eval" / "results.json").exists()  # stopped, not finished
+
+  # resumed with broken normalisation (std 0 -> inf input): stops at once with a clear message,
+  # exit status 3, and no checkpoint after the last good one
+  p = subprocess.run(
+    _cmd(w, "--config.train.num_steps=1000", "--config.data.std=(0.0,0.0,0.0)"),
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+  )
+  assert p.returncode == 3, p.stderr[-3000:]
+  assert f"non-finite training metrics at step {steps[-1]}" in p.stderr
+  assert _steps(w) == steps
+
+
+def _tiny_config():
+  from configs import default
+
+  c = default.get_config()
+  for flag in TINY[1:]:
+    key, value = flag[len("--config.") :].split("=")
+    *path, leaf = key.split(".")
+    node = c
+    for p in path:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value == "True" if isinstance(node[leaf], bool) else value)
+  return c
+
+
+def _top_lines(text: str) -> list[tuple[float, str]]:
+  rows = [s.strip() for s in text.splitlines() if s.startswith("  ") and "%" in s]
+  return [(float(s.split("%")[0]) / 100, s.split("%", 1)[1].strip()) for s in rows]
+
+
+def test_predict_on_a_real_clip_from_an_exported_model(uninterrupted, realclips, tmp_path):
+  from dsanet_jax.train import trainer
+
+  w, _ = uninterrupted
+  clips = sorted((realclips / "kinetics400").glob("*.mp4"))
+  assert clips, f"no mp4 under {realclips}/kinetics400"
+  out = trainer.export_model(_tiny_config(), str(w), str(tmp_path / "model"))
+  names = {"square-disc-bar-cross", "disc-bar-cross-square", "bar-cross-square-disc"}
+  for cmd in (
+    [str(REPO / "main.py"), "--mode=predict", f"--config.init_from={out}"],
+    ["-m", "dsanet_jax.predict", f"--checkpoint={out}"],
+  ):
+    p = subprocess.run(
+      [sys.executable, *cmd, f"--video={clips[0]}", *TINY],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    top = _top_lines(p.stdout)
+    assert len(top) == 4, p.stdout  # 4 classes < top 5
+    probs = [q for q, _ in top]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+    assert names <= {n for _, n in top}
