@@ -436,6 +436,19 @@ def _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_n
   return state, "scratch"
 
 
+def _stored_results(path: str, step: int) -> dict[str, Any] | None:
+  """The final results of a finished run at `step` (read by process 0, agreed by all), or None."""
+  res = None
+  if jax.process_index() == 0 and os.path.exists(path):
+    with open(path) as f:
+      stored = json.load(f)
+    res = stored if stored.get("step") == step else None
+  if jax.process_count() > 1:
+    found = bool(multihost_utils.broadcast_one_to_all(np.int32(res is not None)))
+    res = (res or {"step": step, "results": path}) if found else None
+  return res
+
+
 def _meta(config, step: int, class_names, extra: dict[str, Any] | None = None) -> dict[str, Any]:
   m = {"step": int(step), "config": json.loads(config.to_json_best_effort())}
   if class_names is not None:
@@ -556,12 +569,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ----------------------------------------------------------------------- loop
   if step >= total_steps:
     mngr.wait_until_finished()
-    if os.path.exists(results_path):
-      with open(results_path) as f:
-        res = json.load(f)
-      if res.get("step") == step:
-        logging.info("training already finished at step %d; results in %s", step, results_path)
-        return {"step": step, "start": start, "train": {}, "eval": res}
+    res = _stored_results(results_path, step)
+    if res is not None:
+      logging.info("training already finished at step %d; results in %s", step, results_path)
+      return {"step": step, "start": start, "train": {}, "eval": res}
     final_metrics = evaluate(final=True)
     mngr.close()
     return {"step": step, "start": start, "train": {}, "eval": final_metrics}
