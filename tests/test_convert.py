@@ -98,6 +98,19 @@ def test_export_inverts_conversion():
     np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
 
 
+def test_converted_values_do_not_share_memory_with_the_input():
+  """Converting from a live torch model, then training it, must not change our copy."""
+  cfg = model_config(*CASES["dsa_i3d_r18"])
+  ref = reference(cfg)
+  live = {k: v.numpy() for k, v in ref.state_dict().items()}  # shares the tensors' memory
+  model = new_model(cfg)
+  port.convert_state_dict(live, model, cfg)
+  before = np.asarray(model.backbone.bn1.mean[...]).copy()
+  with torch.no_grad():
+    ref.backbone.bn1.running_mean.add_(1.0)
+  np.testing.assert_array_equal(model.backbone.bn1.mean[...], before)
+
+
 def test_table_names_the_original_keys():
   """Our table reproduces the original key set exactly (spec §6.2), R4D index shift included."""
   for case, (depth, agg, freq) in CASES.items():

@@ -158,19 +158,19 @@ def to_ours(entry: Entry, w: np.ndarray) -> np.ndarray:
     out = w
   if out.shape != entry.shape:
     raise ConversionError(f"{entry.key}: shape {tuple(w.shape)} does not fit ours {entry.shape}")
-  return np.ascontiguousarray(out)
+  return np.array(out, np.float32, order="C", copy=True)  # never a view of the input
 
 
 def to_torch(entry: Entry, w: np.ndarray) -> np.ndarray:
   """Our array -> the original layout (the inverse of `to_ours`; R4D as the Conv3d form)."""
   w = np.asarray(w, np.float32)
   if entry.kind == "conv":
-    return w.transpose(4, 3, 0, 1, 2)
-  if entry.kind == "linear":
-    return w.T
-  if entry.kind == "r4d":
-    return w[:, :, :, 0].transpose(4, 3, 0, 1, 2)
-  return w
+    w = w.transpose(4, 3, 0, 1, 2)
+  elif entry.kind == "linear":
+    w = w.T
+  elif entry.kind == "r4d":
+    w = w[:, :, :, 0].transpose(4, 3, 0, 1, 2)
+  return np.array(w, np.float32, order="C", copy=True)
 
 
 # ------------------------------------------------------------------ reading the architecture

@@ -58,7 +58,7 @@ def _assign(model: nnx.Module, values: Mapping[tuple, np.ndarray]) -> None:
   state = nnx.state(model, (nnx.Param, nnx.BatchStat))
   for path, var in nnx.to_flat_state(state):
     if path in values:
-      var.set_value(jnp.asarray(values[path], jnp.float32))
+      var.set_value(jnp.array(values[path], jnp.float32, copy=True))
   nnx.update(model, state)
 
 

@@ -82,11 +82,11 @@ def strip_module_prefix(sd: Mapping[str, object]) -> dict[str, object]:
 
 
 def to_numpy(t: torch.Tensor) -> np.ndarray:
-  """A tensor as numpy: floating point as float32, integers as they are."""
+  """A tensor as a numpy copy (never sharing the tensor's memory): floats as float32."""
   t = t.detach().cpu()
   if t.is_floating_point():
-    return t.to(torch.float32).numpy()
-  return t.numpy()
+    t = t.to(torch.float32)
+  return t.numpy().copy()
 
 
 def load_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
