@@ -357,3 +357,19 @@ def test_default_dataset_end_to_end(tmp_path):
   )
   (batch,) = list(ev)
   assert batch["mask"].all() and len(set(batch["video_id"].tolist())) == n_val
+
+
+def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
+  assert pipeline._direct_readable(builder)
+
+  def read(start, end):
+    return {
+      int(ex["index"]): (ex["video_id"], ex["label"], ex["video"].shape[0])
+      for ex in pipeline._read(builder, "train", start, end).as_numpy_iterator()
+    }
+
+  direct = [read(0, 10), read(3, 8), read(5, 5)]
+  monkeypatch.setattr(pipeline, "_direct_readable", lambda b: False)
+  via_tfds = [read(0, 10), read(3, 8), read(5, 5)]
+  assert direct == via_tfds
+  assert sorted(direct[1]) == [3, 4, 5, 6, 7] and direct[2] == {}

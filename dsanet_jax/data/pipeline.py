@@ -26,6 +26,7 @@ k*B // n_local and skips the rest (reading, not decoding, at most one epoch of r
 
 import difflib
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,16 +149,94 @@ def shard_bounds(n: int, process_index: int, process_count: int) -> tuple[int, i
   return n * process_index // process_count, n * (process_index + 1) // process_count
 
 
-def _read(builder: tfds.core.DatasetBuilder, split: str, start: int, end: int) -> tf.data.Dataset:
-  """Examples [start, end) of `split` in stored order, with the frames as JPEG strings."""
-  read_config = tfds.ReadConfig(try_autocache=False, skip_prefetch=True, add_tfds_id=False)
+# The features the pipeline reads, as stored by TFDS (tf.train.Example, one bytes entry per frame).
+_SERIALIZED = {
+  "video": ((None,), tf.string),
+  "label": ((), tf.int64),
+  "video_id": ((), tf.string),
+}
+
+
+def _direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
+  """True when the dataset is TFRecord files of tf.train.Example with the features as expected."""
+  info = builder.info
+  if str(getattr(info.file_format, "value", info.file_format)) != "tfrecord":
+    return False
+  serialized = info.features.get_serialized_info()
+  for key, (shape, dtype) in _SERIALIZED.items():
+    ti = serialized.get(key)
+    if ti is None or tuple(ti.shape) != shape or tf.as_dtype(ti.dtype) != dtype:
+      return False
+  return True
+
+
+def _read(
+  builder: tfds.core.DatasetBuilder, split: str, start: int, end: int, cycle_length: int = 4
+) -> tf.data.Dataset:
+  """Examples [start, end) of `split`: {'video': JPEG strings [F], 'label': int64, 'video_id':
+  string, 'index': int64 (the example's position in the split)}. Frames stay encoded.
+
+  For TFRecord datasets (the builders' default) this reads the shard files of the slice directly
+  (`file_instructions`), `cycle_length` files at a time in a deterministic parallel interleave, and
+  parses only the features above: it gives the same examples as `as_dataset` with
+  `SkipDecoding` on the video at about half the CPU cost (TFDS parses and reshapes every feature).
+  Other formats go through `builder.as_dataset(decoders={'video': SkipDecoding()})`.
+  """
   empty = end <= start  # TFDS refuses an empty slice: read one example and take none
-  ds = builder.as_dataset(
-    split=f"{split}[{start}:{start + 1 if empty else end}]",
-    shuffle_files=False,
-    decoders={"video": tfds.decode.SkipDecoding()},
-    read_config=read_config,
-  )
+  sub = f"{split}[{start}:{start + 1 if empty else end}]"
+  if _direct_readable(builder):
+    instructions = builder.info.splits[sub].file_instructions
+    files = [os.fspath(fi.filename) for fi in instructions]
+    skips = [int(fi.skip) for fi in instructions]
+    takes = [int(fi.take) for fi in instructions]
+    firsts = np.cumsum([start, *takes[:-1]]).tolist()
+    specs = {
+      "video": tf.io.VarLenFeature(tf.string),
+      "label": tf.io.FixedLenFeature([], tf.int64),
+      "video_id": tf.io.FixedLenFeature([], tf.string),
+    }
+
+    def parse(index: tf.Tensor, record: tf.Tensor) -> dict[str, tf.Tensor]:
+      ex = tf.io.parse_single_example(record, specs)
+      return {**ex, "video": ex["video"].values, "index": index}
+
+    def shard(f: tf.Tensor, skip: tf.Tensor, take: tf.Tensor, first: tf.Tensor) -> tf.data.Dataset:
+      records = tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip).take(take)
+      return tf.data.Dataset.zip((tf.data.Dataset.range(first, first + take), records)).map(parse)
+
+    files_ds = tf.data.Dataset.from_tensor_slices(
+      (
+        files,
+        tf.constant(skips, tf.int64),
+        tf.constant(takes, tf.int64),
+        tf.constant(firsts, tf.int64),
+      )
+    )
+    ds = files_ds.interleave(
+      shard,
+      cycle_length=max(1, min(cycle_length, len(files))),
+      block_length=1,
+      num_parallel_calls=_AUTOTUNE,
+      deterministic=True,
+    )
+  else:
+    read_config = tfds.ReadConfig(
+      try_autocache=False, skip_prefetch=True, add_tfds_id=False, interleave_cycle_length=1
+    )
+    ds = builder.as_dataset(
+      split=sub,
+      shuffle_files=False,
+      decoders={"video": tfds.decode.SkipDecoding()},
+      read_config=read_config,
+    )
+    ds = tf.data.Dataset.zip(ds, tf.data.Dataset.range(start, 2**62)).map(
+      lambda ex, i: {
+        "video": ex["video"],
+        "label": ex["label"],
+        "video_id": ex["video_id"],
+        "index": i,
+      }
+    )
   return ds.take(0) if empty else ds
 
 
@@ -255,11 +334,13 @@ def make_train_dataset(
     cfg.data.flip_label_pairs, class_names(cfg, builder=builder), builder.info.name
   )
   first_epoch, skip = divmod(start_step * local_batch_size, n_local)
-  base = _read(builder, split, start, end).enumerate(start)
+  base = _read(builder, split, start, end)
   buffer = int(cfg.data.shuffle_buffer)
 
   def epoch_ds(epoch: tf.Tensor) -> tf.data.Dataset:
-    ds = base.map(lambda i, ex: _train_select(cfg, epoch, i, ex), num_parallel_calls=_AUTOTUNE)
+    ds = base.map(
+      lambda ex: _train_select(cfg, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
+    )
     if buffer > 1:
       ds = ds.shuffle(buffer, seed=sampling.epoch_shuffle_seed(cfg.seed, epoch))
     return ds

@@ -43,9 +43,7 @@ def sampled_jpegs(cfg: ml_collections.ConfigDict, num_clips: int, builder) -> li
   """The JPEG strings [U*T] the training pipeline samples for its first `num_clips` clips."""
   split = cfg.data.train_split
   ds = pipeline._read(builder, split, 0, pipeline.num_examples(cfg, split, builder=builder))
-  ds = ds.enumerate().map(
-    lambda i, ex: pipeline._train_select(cfg, tf.constant(0, tf.int64), i, ex)
-  )
+  ds = ds.map(lambda ex: pipeline._train_select(cfg, tf.constant(0, tf.int64), ex["index"], ex))
   out = [el["jpegs"] for el in ds.take(num_clips)]
   while len(out) < num_clips:  # a tiny dataset: repeat its clips
     out += out[: num_clips - len(out)]
