@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 TIMEOUT = 420
 
 TINY = [
@@ -209,12 +210,12 @@ def test_predict_on_a_real_clip_from_an_exported_model(uninterrupted, realclips,
   assert clips, f"no mp4 under {realclips}/kinetics400"
   out = trainer.export_model(_tiny_config(), str(w), str(tmp_path / "model"))
   names = {"square-disc-bar-cross", "disc-bar-cross-square", "bar-cross-square-disc"}
-  for cmd in (
-    [str(REPO / "main.py"), "--mode=predict", f"--config.init_from={out}"],
-    ["-m", "dsanet_jax.predict", f"--checkpoint={out}"],
+  for cmd, extra in (
+    ([str(REPO / "main.py")], ["--mode=predict", f"--config.init_from={out}"]),
+    (["-m", "dsanet_jax.predict"], [f"--checkpoint={out}"]),
   ):
     p = subprocess.run(
-      [sys.executable, *cmd, f"--video={clips[0]}", *TINY],
+      [sys.executable, *cmd, *TINY, *extra, f"--video={clips[0]}"],
       cwd=REPO,
       env=_env(),
       capture_output=True,

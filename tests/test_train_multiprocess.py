@@ -1,10 +1,10 @@
 """Three processes on loopback (jax.distributed, local coordinator), each feeding its own shard.
 
-They train a few steps together (global batch over 3 x 1 devices) and evaluate exactly once over
-the whole validation split, whose 128 videos split unevenly (43/43/42) over the processes; the
-evaluator checks that every video arrives exactly once with all its views. Wall-clock timeout:
-a process that loses its peers aborts instead of hanging (initialization_timeout), and the test
-kills everything left after TIMEOUT seconds.
+They train a few steps together (global batch over 3 x 1 devices), validate at step 2, and
+evaluate exactly once over the whole validation split, whose 128 videos split unevenly (43/43/42)
+over the processes; the evaluator checks that every video arrives exactly once with all its views.
+Wall-clock timeout: a process that loses its peers aborts instead of hanging, and the test kills
+everything left after TIMEOUT seconds.
 """
 
 import json
@@ -14,7 +14,10 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 TIMEOUT = 420
 NUM = 3
 
@@ -59,6 +62,7 @@ def test_three_processes_train_and_evaluate_exactly_once(tmp_path):
       "--config.train.num_steps=3",
       "--config.train.log_every_steps=1",
       "--config.checkpoint.every_steps=2",
+      "--config.train.eval_every_steps=2",
       "--config.train.log_gmacs=False",
     ]
     procs.append(
@@ -84,3 +88,5 @@ def test_three_processes_train_and_evaluate_exactly_once(tmp_path):
   # only process 0 writes logs
   lines = (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
   assert sum('"train/loss"' in s for s in lines) == 3
+  val = [json.loads(s) for s in lines if '"val/top1@4x1"' in s]
+  assert [r["step"] for r in val] == [2]  # periodic validation (the final test is 4x1 here too)
