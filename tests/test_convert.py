@@ -136,6 +136,15 @@ def test_wrapped_dict_and_module_prefix(tmp_path):
   assert sorted(loaded) == sorted(bare)
   for k in bare:
     np.testing.assert_array_equal(loaded[k], bare[k])
+  # research-v4d style: {'epoch', 'arch', 'state_dict', 'best_prec1' (a tensor)}, legacy format
+  v4d_style = {
+    "epoch": 5,
+    "arch": "x",
+    "state_dict": ref.state_dict(),
+    "best_prec1": torch.ones(()),
+  }
+  torch.save(v4d_style, tmp_path / "v4d.pth", _use_new_zipfile_serialization=False)
+  assert sorted(torch_checkpoint.load_state_dict(tmp_path / "v4d.pth")) == sorted(bare)
   torch.save({"module." + k: v for k, v in ref.state_dict().items()}, tmp_path / "prefixed.pth")
   assert sorted(torch_checkpoint.load_state_dict(tmp_path / "prefixed.pth")) == sorted(bare)
 

@@ -58,9 +58,9 @@ def unwrap_state_dict(obj: object, where: str = "checkpoint") -> dict[str, torch
   """Returns the tensor dict inside `obj` (bare, or under 'state_dict'/'model'/...)."""
   if not isinstance(obj, Mapping):
     raise CheckpointError(f"{where}: expected a dict of tensors, got {type(obj).__name__}")
-  for key in WRAPPER_KEYS:
-    inner = obj.get(key)
-    if isinstance(inner, Mapping) and inner and not any(torch.is_tensor(v) for v in obj.values()):
+  for key in WRAPPER_KEYS:  # a dict under one of these names is the state dict, whatever else
+    inner = obj.get(key)  # the wrapper holds (mmcv: meta, optimizer; others: epoch, best_prec1)
+    if isinstance(inner, Mapping) and inner:
       return unwrap_state_dict(inner, f"{where}['{key}']")
   tensors = {k: v for k, v in obj.items() if torch.is_tensor(v)}
   if not tensors:
