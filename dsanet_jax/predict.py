@@ -5,7 +5,7 @@ r"""Eval-mode predictions from a model checkpoint directory.
 
 `X.npy`: float32 [N, U, T, H, W, 3], already normalised (ImageNet mean/std on the 0-255 scale, RGB),
 U = model.num_segments, any T, H, W the network accepts. Writes logits float32 [N, K] (averaged over
-the U snippets, no softmax) and logs the top-1 class of each video when the checkpoint has names.
+the U snippets, no softmax) and prints the top-1 class of each video when the checkpoint has names.
 
   python -m dsanet_jax.predict --config=CONFIG --checkpoint=DIR --video=clip.mp4
 
@@ -14,13 +14,12 @@ eval.num_crops crops, grouped per crop) and prints the top-5 classes with probab
 (`dsanet_jax.train.inference`); with --output_npy it also saves the view-averaged logits [1, K].
 """
 
-import logging
 import pathlib
 
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -74,6 +73,8 @@ def predict_video(model: nnx.Module, cfg: ml_collections.ConfigDict, path: str) 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
+    logging.set_verbosity(logging.WARNING)
   if _CONFIG.value is None or _CHECKPOINT.value is None:
     raise app.UsageError("--config and --checkpoint are required")
   if (_INPUT_NPY.value is None) == (_VIDEO.value is None):
@@ -103,10 +104,9 @@ def main(argv: list[str]) -> None:
   for i, row in enumerate(logits):
     top = int(np.argmax(row))
     label = names[top] if names else str(top)
-    logging.info("video %d: top-1 %s (logit %.3f)", i, label, row[top])
+    print(f"video {i}: top-1 {label} (logit {row[top]:.3f})")
   print(f"wrote {out}: logits {logits.shape}")
 
 
 if __name__ == "__main__":
-  logging.getLogger().setLevel(logging.INFO)
   app.run(main)

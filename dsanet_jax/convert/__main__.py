@@ -12,10 +12,10 @@ DSA and R4D are initialised fresh). The output is read by `python -m dsanet_jax.
 """
 
 import json
-import logging
 import pathlib
+import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dsanet_jax.convert import checkpoint_io, port, torch_checkpoint
@@ -57,6 +57,8 @@ def read_class_names(path: str | pathlib.Path, num_classes: int) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
+    logging.set_verbosity(logging.WARNING)
   for name, flag in (("config", _CONFIG), ("torch_checkpoint", _TORCH_CKPT), ("output", _OUTPUT)):
     if flag.value is None:
       raise app.UsageError(f"--{name} is required")
@@ -64,15 +66,19 @@ def main(argv: list[str]) -> None:
   names = None
   if _CLASS_NAMES.value:
     names = read_class_names(_CLASS_NAMES.value, cfg.model.num_classes)
-  model, report = port.convert_checkpoint(
-    _TORCH_CKPT.value,
-    cfg.model,
-    source=_SOURCE.value,
-    allow_new_head=_ALLOW_NEW_HEAD.value,
-    seed=_SEED.value,
-  )
-  logging.info("inferred from the checkpoint: %s", report.inferred)
-  logging.info("%s", report.summary())
+  try:
+    model, report = port.convert_checkpoint(
+      _TORCH_CKPT.value,
+      cfg.model,
+      source=_SOURCE.value,
+      allow_new_head=_ALLOW_NEW_HEAD.value,
+      seed=_SEED.value,
+    )
+  except torch_checkpoint.CheckpointError as e:  # a refused checkpoint: the message says it all
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"inferred from the checkpoint: {report.inferred}")
+  print(report.summary())
   out = checkpoint_io.save_model(
     _OUTPUT.value,
     model,
@@ -92,5 +98,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  logging.getLogger().setLevel(logging.INFO)
   app.run(main)
