@@ -29,18 +29,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
+from dsanet_jax.models.resnet import ARCH  # depth -> (block kind, blocks per stage)
 
 _BN_LEAF = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 _DSA_SUB = {"fc1": "generate.0", "bn": "generate.1", "fc2": "generate.3"}
 _LAYER = re.compile(r"^backbone\.layer(\d+)\.(\d+)\.(.+)$")
-
-# depth -> (block kind, blocks per stage); the same table as the models'.
-ARCH: dict[int, tuple[str, tuple[int, ...]]] = {
-  18: ("basic", (2, 2, 2, 2)),
-  34: ("basic", (3, 4, 6, 3)),
-  50: ("bottleneck", (3, 4, 6, 3)),
-  101: ("bottleneck", (3, 4, 23, 3)),
-}
 
 
 class ConversionError(CheckpointError):
@@ -55,9 +48,8 @@ class Entry:
   key: str  # original key, e.g. 'backbone.layer2.1.block.conv1.weight'
   shape: tuple[int, ...]  # our shape
   kind: str  # 'conv' | 'linear' | 'r4d' | 'vector'
-  plain: (
-    str  # the key without `.block.` infix or V4D index shift (= torchvision's, less 'backbone.')
-  )
+  # The key without `.block.` infix or V4D index shift (= torchvision's, with 'backbone.').
+  plain: str
 
   @property
   def torch_shape(self) -> tuple[int, ...]:
