@@ -27,7 +27,7 @@ class Report:
 
   source: str
   loaded: list[str] = dataclasses.field(default_factory=list)  # original keys copied in
-  fresh: list[str] = dataclasses.field(default_factory=list)  # our paths left at their init
+  fresh: list[str] = dataclasses.field(default_factory=list)  # our paths not from the checkpoint
   dropped: list[str] = dataclasses.field(default_factory=list)  # checkpoint keys not needed
   inferred: dict = dataclasses.field(default_factory=dict)
   notes: list[str] = dataclasses.field(default_factory=list)
@@ -72,6 +72,10 @@ def convert_state_dict(
   where: str = "checkpoint",
 ) -> Report:
   """Copies `sd` (flat, `module.` already stripped) into `model` in place. Returns a Report.
+
+  `model`: built by `build_model`, or `checkpoint_io.abstract_model` (faster); then the parts
+  listed in `Report.fresh` are still placeholders: `checkpoint_io.initialise_missing` fills them
+  (`convert_checkpoint` does both).
 
   source: 'auto' | 'dsanet' | 'v4d' | 'torchvision' (2D ImageNet ResNet, inflated).
   allow_new_head: a head of another class count (or none) is left at its fresh init.
