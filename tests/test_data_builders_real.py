@@ -284,3 +284,35 @@ def test_prepare_command_line(realclips, tmp_path):
   b = builders.get_builder("labelled_videos/cli", str(tmp_path / "data"))
   assert b.info.splits["validation"].num_examples == 1
   assert b.info.metadata["skipped"]["validation"]["by_reason"] == {"missing": 1}
+
+
+@pytest.mark.parametrize(
+  "rel,window,frames",
+  [
+    ("other/vtest.avi", (20, 30), 100),  # 79.5 s file >= end: the whole source, cut (10 fps)
+    ("other/flipping_a_pancake.mkv", (2, 5), 90),  # duration from the container only
+    ("kinetics400/YABnJL_bDzw.mp4", (86, 96), 302),  # a 12 s file for 86-96: already cut
+    ("kinetics400/Tw2yXa6CzWE.mp4", (0, 10), 300),  # a 10 s clip of 0-10: kept whole
+  ],
+)
+def test_read_video_cuts_whole_source_videos_to_the_window(realclips, rel, window, frames):
+  video = decode.read_video(realclips / rel, short_side=SHORT, window=window)
+  assert video.num_frames == frames
+
+
+def test_kinetics_builder_cuts_a_full_length_download(realclips, tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  (manual / "validate.csv").write_text(
+    "label,youtube_id,time_start,time_end,split\n"
+    '"walking the dog",vtestvtest1,20,30,val\n'
+    "yoga,Tw2yXa6CzWE,491,501,val\n"
+  )
+  os.symlink(realclips / "other/vtest.avi", manual / "vtestvtest1.avi")  # a 79.5 s "source"
+  os.symlink(realclips / "kinetics400/Tw2yXa6CzWE.mp4", manual / "Tw2yXa6CzWE.mp4")
+  b = builders.ensure_prepared(
+    "kinetics400", str(tmp_path / "data"), manual_dir=str(manual), short_side=SHORT
+  )
+  got = {ex["video_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="validation"))}
+  assert int(got["vtestvtest1"]["num_frames"]) == 100 and got["vtestvtest1"]["label"] == 378
+  assert int(got["Tw2yXa6CzWE"]["num_frames"]) == 300

@@ -116,6 +116,7 @@ def read_video(
   target_fps: float | None = None,
   jpeg_quality: int = 90,
   threads: int = 0,
+  window: tuple[float, float] | None = None,
 ) -> EncodedVideo:
   """Decodes every frame of a video file with PyAV into resized JPEG frames.
 
@@ -128,6 +129,10 @@ def read_video(
     jpeg_quality: JPEG quality of the stored frames.
     threads: decoder threads; 0 = FFmpeg's choice (all cores). Builds that decode several videos
       at once use 1 per video.
+    window: (start, end) seconds of the annotated clip in its source video (Kinetics). A file at
+      least `end` seconds long (and longer than the clip by over a second) is taken to be the
+      whole source video and only [start, end) is kept (after a seek); a shorter file is taken
+      to be the clip already cut, and kept whole.
 
   Raises:
     DecodeError: missing, corrupt, truncated, zero-frame or undecodable video.
@@ -153,12 +158,22 @@ def read_video(
     declared = int(stream.frames or 0)
     if not declared and stream.duration and stream.average_rate:
       declared = int(float(stream.duration * stream.time_base) * float(stream.average_rate))
+    t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    cut = _cut_window(container, stream, window)
+    if cut is not None:
+      declared = int((cut[1] - cut[0]) * float(stream.average_rate or 0))
+      container.seek(int((cut[0] + t0) / stream.time_base), stream=stream, backward=True)
     reformatter = VideoReformatter()
     jpegs: list[bytes] = []
     times: list[float] = []
     size = None
     try:
       for frame in container.decode(stream):
+        if cut is not None and frame.time is not None:
+          if frame.time - t0 < cut[0] - 1e-6:
+            continue
+          if frame.time - t0 >= cut[1] - 1e-6:
+            break
         if size is None:
           size = resized_shape(frame.height, frame.width, short_side)
         rgb = reformatter.reformat(
@@ -188,6 +203,24 @@ def read_video(
     jpegs = [jpegs[i] for i in resample_indices(times, fps, float(target_fps))]
     fps = float(target_fps)
   return EncodedVideo(jpegs, fps, size[0], size[1])
+
+
+def _cut_window(
+  container, stream, window: tuple[float, float] | None
+) -> tuple[float, float] | None:
+  """The (start, end) to cut from this file, or None to keep it whole (see `read_video`)."""
+  if window is None:
+    return None
+  start, end = float(window[0]), float(window[1])
+  if stream.duration is not None:
+    duration = float(stream.duration * stream.time_base)
+  elif container.duration is not None:
+    duration = container.duration / av.time_base
+  else:
+    return None
+  if duration >= end - 0.5 and duration > end - start + 1.0:
+    return start, end
+  return None
 
 
 def _native_fps(stream, times: Sequence[float]) -> float:

@@ -76,7 +76,8 @@ class VideoItem:
 
   Exactly one source: `path` (a video file, or a frame folder when `is_frame_dir`) or `render`
   (a callable returning (uint8 [T, H, W, 3] frames, fps); the synthetic datasets). `error`, when
-  set, is a reason from `decode.REASONS` found before decoding (e.g. an unknown label).
+  set, is a reason from `decode.REASONS` found before decoding (e.g. an unknown label). `window`:
+  the clip's (start, end) seconds in its source video, cut if the file is the whole source.
   """
 
   video_id: str
@@ -87,6 +88,7 @@ class VideoItem:
   render: Callable[[], tuple[np.ndarray, float]] | None = None
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
   error: tuple[str, str] | None = None
+  window: tuple[float, float] | None = None  # see decode.read_video
 
 
 def _ordered_map(fn: Callable, items: list, num_workers: int) -> Iterator:
@@ -170,6 +172,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         short_side=cfg.short_side,
         target_fps=cfg.target_fps,
         jpeg_quality=cfg.jpeg_quality,
+        window=item.window,
       )  # fmt: skip
     except decode.DecodeError as e:
       return e

@@ -78,11 +78,14 @@ class KineticsConfig(base.VideoBuilderConfig):
     subset_id_files: split -> file of youtube ids (one per line, relative to manual_dir)
       restricting the videos of that split.
     num_classes: the subset's class count, used before the class list has been read.
+    cut_to_window: a file that is the whole YouTube video (at least `time_end` seconds long) is
+      cut to [time_start, time_end); already cut clips are kept whole.
   """
 
   subset_classes_file: str | None = None
   subset_id_files: dict[str, str] | None = None
   num_classes: int = 400
+  cut_to_window: bool = True
 
 
 class Kinetics400(base.VideoDatasetBuilder):
@@ -107,7 +110,8 @@ class Kinetics400(base.VideoDatasetBuilder):
     annotations/; a split whose CSV is absent is not built;
   * the video files anywhere below it, named {youtube_id}_{start:06d}_{end:06d}.mp4 (the common
     download scripts), {label}/{youtube_id}_....mp4 or {youtube_id}.mp4 (any container PyAV
-    reads: mp4, webm, mkv, avi, ...).
+    reads: mp4, webm, mkv, avi, ...). A file holding the whole YouTube video is cut to the
+    annotated [time_start, time_end) window.
   For the mini200 config also: mini_kinetics200_classes.txt (one class name per line, optional)
   and train_ytid_list.txt / val_ytid_list.txt (the Mini-Kinetics-200 youtube id lists).
   Missing or broken videos are skipped and listed in skipped_<split>.json.
@@ -199,6 +203,7 @@ class Kinetics400(base.VideoDatasetBuilder):
         label=-1 if row.label is None else class_id.get(row.label, -1),
         path=find_video(index, row),
         extra=dict(start_time=row.time_start, end_time=row.time_end),
+        window=(row.time_start, row.time_end) if self.builder_config.cut_to_window else None,
       )
       if row.label is not None and row.label not in class_id:
         item.error = (decode.UNKNOWN_LABEL, f"line {row.line}: {row.label!r} is not a class")
