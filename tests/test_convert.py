@@ -98,6 +98,23 @@ def test_export_inverts_conversion():
     np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
 
 
+@pytest.mark.parametrize(
+  "depth,place", [(18, "res_1"), (18, "res_3"), (18, "bottom"), (50, "res_4")]
+)
+def test_parity_at_other_insert_places(depth, place):
+  """DSA at the other positions (and with its own identity at 'bottom'): eval logits agree."""
+  cfg = model_config(depth, "dsa", R18_FREQ if depth == 18 else R50_FREQ)
+  cfg.insert_place = place
+  ref = reference(cfg)
+  model = new_model(cfg)
+  port.convert_state_dict(numpy_sd(ref), model, cfg)
+  x = video(n=2, t=2)
+  with torch.no_grad():
+    want = ref(to_torch_video(x)).numpy()
+  model.eval()
+  assert rel(nnx.jit(lambda m, v: m(v))(model, x), want) < 1e-4
+
+
 def test_converted_values_do_not_share_memory_with_the_input():
   """Converting from a live torch model, then training it, must not change our copy."""
   cfg = model_config(*CASES["dsa_i3d_r18"])
