@@ -11,7 +11,7 @@ from configs.base import DSA_R18_INSERT_FREQ, DSA_R50_INSERT_FREQ, get_base_conf
 from dsanet_jax.models import build_model
 from dsanet_jax.models.aggregation import R4D, temporal_shift
 from dsanet_jax.models.flops import count_params
-from dsanet_jax.models.layers import BatchNorm, conv3d, frames2d
+from dsanet_jax.models.layers import BatchNorm, conv3d, frames2d, max_pool_1x3x3
 
 
 def model_cfg(**kw) -> ml_collections.ConfigDict:
@@ -116,6 +116,36 @@ def test_model_conv_impls_equal():
     m.eval()
     outs.append(np.asarray(fwd(m, x)))
   np.testing.assert_allclose(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(7, 8), (8, 9)])
+def test_max_pool_matches_reduce_window(size):
+  x = jax.random.normal(jax.random.key(7), (2, 3, *size, 4))
+  want = jax.lax.reduce_window(
+    x,
+    -jnp.inf,
+    jax.lax.max,
+    (1, 1, 3, 3, 1),
+    (1, 1, 2, 2, 1),
+    ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
+  )
+  got = max_pool_1x3x3(x)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  g = jax.grad(lambda x: jnp.sum(max_pool_1x3x3(x) * jnp.arange(got.size).reshape(got.shape)))(x)
+  gw = jax.grad(
+    lambda x: jnp.sum(
+      jax.lax.reduce_window(
+        x,
+        -jnp.inf,
+        jax.lax.max,
+        (1, 1, 3, 3, 1),
+        (1, 1, 2, 2, 1),
+        ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
+      )
+      * jnp.arange(got.size).reshape(got.shape)
+    )
+  )(x)
+  np.testing.assert_array_equal(np.asarray(g), np.asarray(gw))  # no ties in random data
 
 
 def test_batchnorm_groups_and_running_stats():
