@@ -316,3 +316,14 @@ def test_kinetics_builder_cuts_a_full_length_download(realclips, tmp_path):
   got = {ex["video_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="validation"))}
   assert int(got["vtestvtest1"]["num_frames"]) == 100 and got["vtestvtest1"]["label"] == 378
   assert int(got["Tw2yXa6CzWE"]["num_frames"]) == 300
+
+
+def test_check_is_a_dry_run(realclips, tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  os.symlink(realclips / "annotations/kinetics400_val_example.csv", manual / "validate.csv")
+  os.symlink(realclips / "kinetics400/YABnJL_bDzw.mp4", manual / "YABnJL_bDzw.mp4")
+  b = builders.get_builder("kinetics400", str(tmp_path / "data"))
+  (report,) = b.check(str(manual)).values()
+  assert (report["listed"], report["found"], report["problems"]) == (9, 1, {"missing": 8})
+  assert not (tmp_path / "data").exists()  # nothing built

@@ -10,7 +10,9 @@ r"""Builds a TFDS video dataset from manually downloaded files (docs/data.md).
     --validation_list=ucfTrainTestlist/testlist01.txt --video_root=UCF-101 --label_offset=1
 
 `--short_side` / `--target_fps` / `--jpeg_quality` derive a config whose name records them. At the
-end it prints the splits and what was skipped (the list is in skipped_<split>.json).
+end it prints the splits and what was skipped (the list is in skipped_<split>.json). `--check`
+first: a dry run that parses the annotations and finds the files (no decoding) and prints what is
+missing, in seconds even for Kinetics.
 """
 
 from collections.abc import Sequence
@@ -27,6 +29,9 @@ _SHORT_SIDE = flags.DEFINE_integer("short_side", None, "Stored short side (defau
 _TARGET_FPS = flags.DEFINE_float("target_fps", None, "Resample to this fps (default: native).")
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", None, "JPEG quality (default: config's).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Decoding threads (default: cores).")
+_CHECK = flags.DEFINE_bool(
+  "check", False, "Dry run: parse the annotations, find the files, print what is missing; no build."
+)
 # labelled_videos only.
 _CONFIG_NAME = flags.DEFINE_string("config_name", None, "labelled_videos: name of this set.")
 _CLASS_NAMES = flags.DEFINE_string("class_names", None, "labelled_videos: class-names file.")
@@ -73,6 +78,16 @@ def main(argv: Sequence[str]) -> None:
       **overrides,
     )
     overrides = {}
+  if _CHECK.value:
+    builder = builders.get_builder(
+      _DATASET.value, _DATA_DIR.value, manual_dir=_MANUAL_DIR.value, config=config, **overrides
+    )
+    print(f"\n{builder.name}/{builder.builder_config.name}: check of {_MANUAL_DIR.value}")
+    for split, c in builder.check(_MANUAL_DIR.value).items():
+      print(f"  {split}: {c['listed']} listed, {c['found']} files found; problems {c['problems']}")
+      for e in c["examples"]:
+        print(f"    {e['reason']}: {e['video_id']} ({e['detail']})")
+    return
   builder = builders.ensure_prepared(
     _DATASET.value,
     _DATA_DIR.value,

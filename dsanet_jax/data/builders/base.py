@@ -108,11 +108,12 @@ def _ordered_map(fn: Callable, items: list, num_workers: int) -> Iterator:
 
 
 class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base of the video builders: subclasses define `_class_names()` and `_split_generators()`.
+  """Base of the video builders: subclasses define `_class_names()` and `_list_items()`.
 
-  `_split_generators` returns `{split: self._generate_from_items(split, items)}`; the shared loop
-  decodes the items in a thread pool (`num_workers`, default: all cores), shows a progress bar,
-  records and skips bad videos, and writes the skip list at the end of each split.
+  `_list_items(manual_dir)` parses the annotations and finds the files: {split: [VideoItem]}.
+  The shared loop decodes the items in a thread pool (`num_workers`, default: all cores), shows a
+  progress bar, records and skips bad videos, and writes the skip list at the end of each split.
+  `check(manual_dir)` does the first part only (a dry run: what would be built, what is missing).
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -140,8 +141,39 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   def _description(self) -> str:
     return (type(self).__doc__ or "").strip()
 
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[VideoItem]]:
+    """{split: items}: the annotations parsed and the files located, nothing decoded."""
+    raise NotImplementedError
+
   def _generate_examples(self, **kwargs):  # _split_generators returns the generators
     raise NotImplementedError
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = os.fspath(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else None
+    return {
+      s: self._generate_from_items(s, items) for s, items in self._list_items(manual_dir).items()
+    }
+
+  def check(self, manual_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    """A dry run: per split, how many videos are listed, how many files were found, and the
+    problems visible without decoding ({reason: count}, plus a few examples)."""
+    manual_dir = manual_dir or self._manual_dir_hint
+    if manual_dir:
+      manual_dir = os.path.expanduser(manual_dir)
+    out = {}
+    for split, items in self._list_items(manual_dir).items():
+      problems = [_record(i, *i.error) for i in items if i.error is not None]
+      found = sum(
+        i.error is None and (i.render is not None or (i.path and os.path.exists(i.path)))
+        for i in items
+      )
+      out[split] = dict(
+        listed=len(items),
+        found=found,
+        problems=dict(collections.Counter(p["reason"] for p in problems)),
+        examples=problems[:5],
+      )
+    return out
 
   # ------------------------------------------------------------------ shared
   def _info(self) -> tfds.core.DatasetInfo:

@@ -158,8 +158,7 @@ class Kinetics400(base.VideoDatasetBuilder):
       labels |= {r.label for r in annotations.read_kinetics_csv(csv) if r.youtube_id in ids}
     return [c for c in kinetics400_classes() if c in labels]
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     csvs = {}
     for split in _ANNOTATIONS:
       with contextlib.suppress(FileNotFoundError):
@@ -182,12 +181,7 @@ class Kinetics400(base.VideoDatasetBuilder):
       label_feature.names = names
     rows = {split: annotations.read_kinetics_csv(path) for split, path in csvs.items()}
     index = index_videos(manual_dir)
-    return {
-      split: self._generate_from_items(
-        split, self._items(split, rows[split], names, index, manual_dir)
-      )
-      for split in csvs
-    }
+    return {split: self._items(split, rows[split], names, index, manual_dir) for split in csvs}
 
   def _items(self, split, rows, names, index, manual_dir) -> list[base.VideoItem]:
     class_id = {n: i for i, n in enumerate(names)}

@@ -16,8 +16,6 @@ Reading it later needs no config: `get_builder('labelled_videos/ucf101_split1', 
 import dataclasses
 import os
 
-import tensorflow_datasets as tfds
-
 from dsanet_jax.data import annotations, decode
 from dsanet_jax.data.builders import base
 
@@ -65,17 +63,14 @@ class LabelledVideos(base.VideoDatasetBuilder):
       self._config_path(cfg.class_names_file, self._manual_dir_hint)
     )
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     cfg = self.builder_config
-    manual_dir = os.fspath(dl_manager.manual_dir)
     if not cfg.split_files:
       raise ValueError(f"{self.name}/{cfg.name}: the config needs split_files")
     names = self.info.features["label"].names
     root = self._config_path(cfg.video_root, manual_dir) if cfg.video_root else manual_dir
     return {
-      split: self._generate_from_items(
-        split, self._items(self._config_path(path, manual_dir), names, root)
-      )
+      split: self._items(self._config_path(path, manual_dir), names, root)
       for split, path in cfg.split_files.items()
     }
 

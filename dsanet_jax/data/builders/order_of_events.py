@@ -161,13 +161,11 @@ class OrderOfEvents(base.VideoDatasetBuilder):
   def _description(self) -> str:
     return __doc__
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    del dl_manager
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+    del manual_dir  # nothing to download
     cfg = self.builder_config
     sizes = {"train": cfg.num_train, "validation": cfg.num_validation}
-    return {
-      split: self._generate_from_items(split, self._items(split, n)) for split, n in sizes.items()
-    }
+    return {split: self._items(split, n) for split, n in sizes.items()}
 
   def _items(self, split: str, num: int) -> list[base.VideoItem]:
     cfg = self.builder_config

@@ -140,8 +140,7 @@ class SomethingSomethingV2(_SomethingBase):
   def _read_names(self, manual_dir: str) -> list[str]:
     return annotations.read_class_names(self._label_file(manual_dir))
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     names = self._read_names(manual_dir)
     self._set_names(names)
     class_id = {n: i for i, n in enumerate(names)}
@@ -159,7 +158,7 @@ class SomethingSomethingV2(_SomethingBase):
         if e.class_name is not None and e.class_name not in class_id:
           item.error = (decode.UNKNOWN_LABEL, f"line {e.line}: {e.class_name!r} is not a class")
         items.append(item)
-      out[split] = self._generate_from_items(split, items)
+      out[split] = items
     if not out:
       raise FileNotFoundError(
         f"no SSv2 annotation JSON in {manual_dir}\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS
@@ -204,8 +203,7 @@ class SomethingSomethingV1(_SomethingBase):
   def _read_names(self, manual_dir: str) -> list[str]:
     return annotations.read_class_names(self._label_file(manual_dir))
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     names = self._read_names(manual_dir)
     self._set_names(names)
     class_id = {n: i for i, n in enumerate(names)}
@@ -221,7 +219,7 @@ class SomethingSomethingV1(_SomethingBase):
         if label is not None and label not in class_id:
           item.error = (decode.UNKNOWN_LABEL, f"line {line}: {label!r} is not a class")
         items.append(item)
-      out[split] = self._generate_from_items(split, items)
+      out[split] = items
     if not out:
       raise FileNotFoundError(
         f"no SSv1 annotation CSV in {manual_dir}\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS
