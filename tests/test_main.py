@@ -133,6 +133,16 @@ def test_uninterrupted_run_writes_results_and_second_run_does_not_retrain(uninte
   assert "train/loss" not in again.stderr
 
 
+def test_eval_mode_reproduces_the_final_result(uninterrupted):
+  w, _ = uninterrupted
+  before = json.loads((w / "eval" / "results.json").read_text())
+  p = _run(w, "--config.train.num_steps=6", "--mode=eval")
+  after = json.loads((w / "eval" / "results.json").read_text())
+  assert "checkpoints@6" in after["source"] and "top1" in p.stdout
+  for k in ("top1", "top5", "mAP", "num_videos", "confusion_matrix"):
+    assert after[k] == before[k], k
+
+
 def test_sigkill_then_restart_is_bit_identical(uninterrupted, tmp_path):
   ref, _ = uninterrupted
   w = tmp_path / "killed"

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import queue
 import signal
 import threading
 import time
@@ -198,46 +197,6 @@ def model_state(state: State, mdef: ModelDef, seed: int = 0) -> tuple[Any, Any, 
 
 def count_params(params: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
-
-
-class Prefetcher:
-  """Pulls host batches from an iterator in a background thread (order kept), `depth` ahead."""
-
-  def __init__(self, it: Iterator[Any], depth: int = 2):
-    self._q: queue.Queue = queue.Queue(maxsize=depth)
-    self._it = it
-    self._stop = threading.Event()
-    self._t = threading.Thread(target=self._run, daemon=True)
-    self._t.start()
-
-  def _run(self):
-    try:
-      for x in self._it:
-        while not self._stop.is_set():
-          try:
-            self._q.put(("ok", x), timeout=0.5)
-            break
-          except queue.Full:
-            continue
-        if self._stop.is_set():
-          return
-      self._q.put(("end", None))
-    except BaseException as e:
-      self._q.put(("error", e))
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    kind, x = self._q.get()
-    if kind == "end":
-      raise StopIteration
-    if kind == "error":
-      raise x
-    return x
-
-  def close(self):
-    self._stop.set()
 
 
 class _Preemption:
@@ -581,10 +540,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     info = _model_info(config, state["params"])
     writer.write_scalars(0, info)
     writer.write_hparams({"config": config.to_json_best_effort()})
-  train_iter = Prefetcher(
-    pipeline.make_train_iterator(
-      config, local_batch_size=gbs // pc, process_index=pi, process_count=pc, start_step=step
-    )
+  # tf.data prefetches in its own threads; a Python prefetch thread calling into the iterator
+  # can deadlock with the iterator's destruction (seen with several processes), so none here.
+  train_iter = pipeline.make_train_iterator(
+    config, local_batch_size=gbs // pc, process_index=pi, process_count=pc, start_step=step
   )
   preempt = _Preemption()
   pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -679,7 +638,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     mngr.wait_until_finished()
     raise
   finally:
-    train_iter.close()
+    del train_iter
     preempt.restore()
 
   # ----------------------------------------------------------------------- final evaluation
