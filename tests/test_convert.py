@@ -1,6 +1,7 @@
 """Weight conversion: parity with the PyTorch reference of the original code, safety, strictness."""
 
 import builtins
+import importlib
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from flax import nnx
 
 from configs.base import get_base_config
-from dsanet_jax.convert import checkpoint_io, keymap, port, torch_checkpoint
+from dsanet_jax.convert import checkpoint_io, inflate, keymap, port, torch_checkpoint
 from dsanet_jax.convert import torch_reference as tr
 from dsanet_jax.convert.keymap import ConversionError
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
@@ -137,6 +138,25 @@ def test_table_names_the_original_keys():
     assert got == want, (case, sorted(got ^ want)[:10])
   table = port.model_table(new_model(model_config(*CASES["v4d_i3d_r18"])))
   assert table["backbone.layer2.2.tsa.weight"].path == ("backbone", "layer2", 1, "r4d", "kernel")
+
+
+@pytest.mark.parametrize("name", ["dsa_i3d_r18", "dsa_i3d_r50", "i3d_r50", "v4d_i3d_r18"])
+def test_shipped_configs_fit_original_checkpoints(name):
+  """Full-size networks of the shipped configs: the original's keys and shapes, one to one, and
+  the ImageNet 2D ResNet of the same depth inflates into them (table checks only, no forward)."""
+  cfg = importlib.import_module(f"configs.kinetics400.{name}").get_config().model
+  sd = {k: v.shape for k, v in tr.build_reference_from_config(cfg).state_dict().items()}
+  table = port.model_table(new_model(cfg))
+  assert set(table) == {k for k in sd if not k.endswith("num_batches_tracked")}
+  for k, e in table.items():
+    assert e.torch_shape == tuple(sd[k]), k
+  net2d = tr.ResNet2D(cfg.depth)
+  sd2d = {k: np.zeros(v.shape, np.float32) for k, v in net2d.state_dict().items()}
+  sd3d, dropped = inflate.inflate_resnet2d(sd2d, table)
+  assert "fc.weight" in dropped
+  fresh = {k for k, e in table.items() if inflate.is_fresh(e)}
+  assert set(sd3d) == set(table) - fresh
+  assert all(k.startswith("cls_head") or ".dsa." in k or ".tsa." in k for k in fresh)
 
 
 def test_wrapped_dict_and_module_prefix(tmp_path):
