@@ -265,8 +265,13 @@ def test_allow_new_head_reinitialises_only_the_head(tmp_path):
   cfg = model_config(*CASES["dsa_i3d_r18"])
   sd = numpy_sd(reference(cfg))
   new = model_config(18, "dsa", R18_FREQ, classes=5)
-  with pytest.raises(ConversionError, match=r"model\.num_classes"):
+  with pytest.raises(ConversionError, match=r"model\.num_classes(.|\n)*--allow_new_head"):
     port.convert_state_dict(sd, new_model(new), new)
+  backbone_only = {k: v for k, v in sd.items() if not k.startswith("cls_head")}
+  with pytest.raises(ConversionError, match=r"2 missing(.|\n)*cls_head.fc_cls.weight"):
+    port.convert_state_dict(backbone_only, new_model(new), new)
+  report = port.convert_state_dict(backbone_only, new_model(new), new, allow_new_head=True)
+  assert "no head" in report.notes[-1]
   torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "k7.pth")
   model, report = port.convert_checkpoint(tmp_path / "k7.pth", new, allow_new_head=True)
   assert report.fresh == ["cls_head.fc_cls.bias", "cls_head.fc_cls.kernel"]

@@ -96,8 +96,11 @@ def convert_state_dict(
   ignore = ("num_classes",) if allow_new_head else ()
   problems = keymap.check_architecture(report.inferred, model_cfg, ignore=ignore)
   if problems:
+    hint = ""
+    if any(p.startswith("model.num_classes") for p in problems):
+      hint = "\n  (to fine-tune on another class count, pass --allow_new_head)"
     raise ConversionError(
-      f"{where} does not match the config:\n" + "\n".join(f"  {p}" for p in problems)
+      f"{where} does not match the config:\n" + "\n".join(f"  {p}" for p in problems) + hint
     )
   if model_cfg.aggregation == "dsa":
     report.notes.append(
@@ -132,7 +135,10 @@ def convert_state_dict(
     except ConversionError as err:
       mismatched.append(str(err))
   if missing or unexpected or mismatched:
-    raise ConversionError(inflate.format_problems(where, missing, unexpected, mismatched))
+    msg = inflate.format_problems(where, missing, unexpected, mismatched)
+    if not allow_new_head and any(k.split(" ")[0] in HEAD_KEYS for k in missing):
+      msg += "\n  (a checkpoint without a head: pass --allow_new_head to initialise one)"
+    raise ConversionError(msg)
   _assign(model, values)
   report.loaded = sorted(k for k in table if k not in fresh_keys)
   report.dropped += sorted(k for k in fresh_keys if k in sd)
