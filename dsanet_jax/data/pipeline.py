@@ -12,13 +12,14 @@ Contract (docs/design.md):
   num_examples(cfg, split) -> int;  class_names(cfg) -> list[str].
 
 Phases of a training example (DMVR's design, our code):
-  read     this process's contiguous slice [start, end) of the split, in the stored order (TFDS
-           shuffles examples at build time), JPEG frames left encoded (SkipDecoding);
+  read     this process's contiguous slice [start, end) of the split (TFDS shuffled the examples
+           at build time), JPEG frames left encoded (`_read`);
   sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
            strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch);
-  decode   `decode_and_crop_jpeg` of the one box of the video (transforms.py), resize, flip;
-  batch    normalise, cast, batch(drop_remainder), bounded prefetch.
+  decode   one tf.data element per frame (the clip's one box, flip coin and label copied to each):
+           `decode_and_crop_jpeg` of the box (transforms.py), flip, resize, normalise, cast;
+  batch    B*U*T frames in order -> [B, U, T, S, S, 3] (one copy), bounded prefetch.
 Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
 shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
 k*B // n_local and skips the rest (reading, not decoding, at most one epoch of records).
@@ -280,10 +281,11 @@ def _train_select(
   }
 
 
-def _train_augment(
+def _train_clip_to_frames(
   cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
-  """Decodes the box of the sampled frames, resizes, flips: video [U, T, S, S, 3]."""
+  """Draws the clip's one box and one flip coin (and mirrors its label when flipped); returns
+  per-frame rows [U*T]: 'jpeg', 'box' int32 [U*T, 4], 'flip' bool, 'label' int32."""
   s_box, s_flip = sampling.split_seed(el["seed"], 2)
   jpegs = el["jpegs"]
   h, w = transforms.jpeg_shape(jpegs[0])
@@ -297,15 +299,51 @@ def _train_augment(
       f"data.train_crop must be 'random_resized' or 'scale_jitter', got {cfg.data.train_crop!r}"
     )
   flip = transforms.flip_coin(s_flip, cfg.data.flip)
-  frames = transforms.decode_crop_resize(jpegs, box, size, flip if cfg.data.flip else None)
   label = el["label"]
   if perm is not None:  # label -1 (unlabelled) stays -1
     mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))
     label = tf.where(flip & (label >= 0), mirrored, label)
-  video = transforms.normalize(frames, cfg.data.mean, cfg.data.std, _dtype(cfg))
-  u, t = cfg.model.num_segments, cfg.data.num_frames
-  video = tf.reshape(video, [u, t, size, size, 3])
-  return {"video": video, "label": label, "mask": tf.constant(True)}
+  n = tf.shape(jpegs)[0]
+  return {
+    "jpeg": jpegs,
+    "box": tf.tile(box[None], [n, 1]),
+    "flip": tf.fill([n], flip),
+    "label": tf.fill([n], label),
+  }
+
+
+def _train_frame(cfg: ml_collections.ConfigDict, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """One frame: decode only its box, flip (uint8), resize, normalise: video [S, S, 3]."""
+  frame = tf.io.decode_and_crop_jpeg(f["jpeg"], f["box"], channels=3)
+  if cfg.data.flip:
+    frame = transforms.flip_left_right(frame, f["flip"])
+  size = cfg.data.crop_size
+  frame = transforms.resize(frame[None], size, size)[0]
+  video = transforms.normalize(frame, cfg.data.mean, cfg.data.std, _dtype(cfg))
+  return {"video": tf.ensure_shape(video, [size, size, 3]), "label": f["label"]}
+
+
+def _train_frames_to_batch(
+  cfg: ml_collections.ConfigDict, frames: dict[str, tf.Tensor]
+) -> dict[str, tf.Tensor]:
+  """[B*U*T] frames (clip-major, frame-minor) -> video [B, U, T, S, S, 3], label [B], mask [B]."""
+  u, t, size = cfg.model.num_segments, cfg.data.num_frames, cfg.data.crop_size
+  label = frames["label"][:: u * t]
+  video = tf.reshape(frames["video"], [-1, u, t, size, size, 3])
+  return {"video": video, "label": label, "mask": tf.ones_like(label, tf.bool)}
+
+
+def _train_augment(
+  cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
+) -> dict[str, tf.Tensor]:
+  """One clip through the pipeline's train transforms: video [U, T, S, S, 3], label, mask.
+
+  The pipeline runs the same functions, with one tf.data element per frame (module docstring).
+  """
+  rows = _train_clip_to_frames(cfg, perm, el)
+  frames = tf.data.Dataset.from_tensor_slices(rows).map(lambda f: _train_frame(cfg, f))
+  batch = _train_frames_to_batch(cfg, frames.batch(1 << 20).get_single_element())
+  return {k: v[0] for k, v in batch.items()}
 
 
 def make_train_dataset(
@@ -348,8 +386,12 @@ def make_train_dataset(
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_ds)
   if skip:
     ds = ds.skip(skip)
-  ds = ds.map(lambda el: _train_augment(cfg, perm, el), num_parallel_calls=_parallel(cfg))
-  ds = ds.batch(local_batch_size, drop_remainder=True)
+  # One element per frame from here: decoding parallelises over frames, not only clips.
+  ds = ds.map(lambda el: _train_clip_to_frames(cfg, perm, el)).unbatch()
+  ds = ds.map(lambda f: _train_frame(cfg, f), num_parallel_calls=_parallel(cfg))
+  frames_per_clip = cfg.model.num_segments * cfg.data.num_frames
+  ds = ds.batch(local_batch_size * frames_per_clip, drop_remainder=True)
+  ds = ds.map(lambda b: _train_frames_to_batch(cfg, b))
   ds = ds.prefetch(cfg.data.prefetch)
   return ds.with_options(_options(cfg))
 

@@ -1,9 +1,10 @@
 """Spatial ops for video clips (TF, inside tf.data maps). One box and one flip coin per video.
 
 Boxes are `(y, x, h, w)` int32 in the coordinates of the stored frames. Training crops are taken
-as "crop the box, resize it to crop_size" so that `tf.io.decode_and_crop_jpeg` decodes only the
-box: RandomResizedCrop is exactly that, and scale jitter (resize the short side to s, crop
-crop_size at a random place) is the same up to resampling with a box of side crop_size * short / s.
+as "crop the box, resize it to crop_size", so that `tf.io.decode_and_crop_jpeg` decodes only the
+box (pipeline._train_frame): RandomResizedCrop is exactly that, and scale jitter (resize the
+short side to s, crop crop_size at a random place) is the same up to resampling with a box of side
+crop_size * short / s.
 
 All random draws are stateless (a seed int32 [2] in, the same box out).
 """
@@ -110,23 +111,6 @@ def decode_frames(jpegs: tf.Tensor) -> tf.Tensor:
     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
     parallel_iterations=16,
   )
-
-
-def decode_crop_resize(
-  jpegs: tf.Tensor, box: tf.Tensor, size: int, flip: tf.Tensor | None = None
-) -> tf.Tensor:
-  """Decodes only `box` (y, x, h, w) of each JPEG [N], flips it when `flip` (bool scalar), resizes
-  it: float32 [N, size, size, 3]. The flip is done on the uint8 crop (bilinear resizing commutes
-  with it), which is cheaper than on the float output."""
-  frames = tf.map_fn(
-    lambda s: tf.io.decode_and_crop_jpeg(s, box, channels=3),
-    jpegs,
-    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    parallel_iterations=16,
-  )
-  if flip is not None:
-    frames = flip_left_right(frames, flip)
-  return resize(frames, size, size)
 
 
 # ---------------------------------------------------------------- geometry
