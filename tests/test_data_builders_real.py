@@ -327,3 +327,16 @@ def test_check_is_a_dry_run(realclips, tmp_path):
   (report,) = b.check(str(manual)).values()
   assert (report["listed"], report["found"], report["problems"]) == (9, 1, {"missing": 8})
   assert not (tmp_path / "data").exists()  # nothing built
+
+
+def test_mini200_builds_only_the_listed_splits(realclips, tmp_path):
+  """A test CSV without an id list is not part of an id-list subset (no empty split)."""
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  os.symlink(realclips / "annotations/kinetics400_val_example.csv", manual / "val.csv")
+  (manual / "test.csv").write_text("youtube_id,time_start,time_end,split\nabc,0,10,test\n")
+  os.symlink(realclips / "kinetics400/YABnJL_bDzw.mp4", manual / "YABnJL_bDzw.mp4")
+  (manual / "val_ytid_list.txt").write_text("YABnJL_bDzw\n")
+  b = builders.get_builder("kinetics400/mini200", str(tmp_path / "d"), manual_dir=str(manual))
+  assert list(b.check(str(manual))) == ["validation"]
+  assert b.info.features["label"].names == ["laughing"]  # classes of the listed videos

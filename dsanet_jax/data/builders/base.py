@@ -150,9 +150,15 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else None
-    return {
-      s: self._generate_from_items(s, items) for s, items in self._list_items(manual_dir).items()
-    }
+    out = {}
+    for split, items in self._list_items(manual_dir).items():
+      if not items:
+        logging.warning("%s: split %r lists no videos; not built", self.name, split)
+        continue
+      out[split] = self._generate_from_items(split, items)
+    if not out:
+      raise ValueError(f"{self.name}/{self.builder_config.name}: no split lists any video")
+    return out
 
   def check(self, manual_dir: str | None = None) -> dict[str, dict[str, Any]]:
     """A dry run: per split, how many videos are listed, how many files were found, and the

@@ -152,17 +152,29 @@ class Kinetics400(base.VideoDatasetBuilder):
       if os.path.isfile(p):
         return annotations.read_class_names(p)
     labels = set()
-    for split in cfg.subset_id_files or {}:
+    for split, csv in self._split_csvs(manual_dir).items():
       ids = self._subset_ids(manual_dir, split)
-      csv = base.find_manual_file(manual_dir, annotation_candidates(split), f"{split} CSV")
       labels |= {r.label for r in annotations.read_kinetics_csv(csv) if r.youtube_id in ids}
+    if not labels:
+      raise FileNotFoundError(f"{self.name}: no listed video with a label in {manual_dir}")
     return [c for c in kinetics400_classes() if c in labels]
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _split_csvs(self, manual_dir: str) -> dict[str, str]:
+    """{split: annotation CSV} of the splits to build (an id-list subset: only listed splits
+    whose id list is there)."""
     csvs = {}
+    id_files = self.builder_config.subset_id_files
     for split in _ANNOTATIONS:
+      if id_files and (
+        split not in id_files or not os.path.isfile(os.path.join(manual_dir, id_files[split]))
+      ):
+        continue
       with contextlib.suppress(FileNotFoundError):
         csvs[split] = base.find_manual_file(manual_dir, annotation_candidates(split), split)
+    return csvs
+
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+    csvs = self._split_csvs(manual_dir)
     if not csvs:
       raise FileNotFoundError(
         f"no Kinetics annotation CSV in {manual_dir}; expected one of "
