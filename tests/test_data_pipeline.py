@@ -373,3 +373,36 @@ def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
   via_tfds = [read(0, 10), read(3, 8), read(5, 5)]
   assert direct == via_tfds
   assert sorted(direct[1]) == [3, 4, 5, 6, 7] and direct[2] == {}
+
+
+def test_eval_prepare_of_one_example_equals_the_pipeline(builder):
+  cfg = _cfg()
+  kw = dict(num_segments=2, num_crops=3, crop_size=24)
+  (b,) = list(
+    pipeline.make_eval_iterator(
+      cfg,
+      split="validation",
+      local_batch_size=NUM_VAL,
+      process_index=0,
+      process_count=1,
+      builder=builder,
+      **kw,
+    )
+  )
+  ex = next(iter(pipeline._read(builder, "validation", 2, 3)))
+  one = pipeline._eval_prepare(cfg, kw["num_segments"], kw["num_crops"], kw["crop_size"], ex)
+  (i,) = np.flatnonzero(b["video_id"] == one["video_id"].numpy())
+  np.testing.assert_array_equal(one["video"].numpy(), b["video"][i])
+  assert int(one["label"]) == b["label"][i]
+
+
+def test_eval_crops_are_left_centre_right_per_crop_major():
+  cfg = _cfg()
+  img = np.tile(np.linspace(0, 255, W).astype(np.uint8)[None, :, None], (H, 1, 3))  # dark -> bright
+  jpeg = tf.io.encode_jpeg(tf.constant(img), quality=95)
+  ex = {"video": tf.stack([jpeg] * 10), "label": tf.constant(1), "video_id": tf.constant(b"x")}
+  out = pipeline._eval_prepare(cfg, 2, 3, 32, ex)["video"].numpy()  # [crops, U, T, S, S, 3]
+  assert out.shape == (3, 2, 3, 32, 32, 3)
+  means = out[..., 0].mean(axis=(1, 2, 3, 4))
+  assert means[0] < means[1] < means[2]
+  np.testing.assert_allclose(out[:, :1], np.broadcast_to(out[:, :1, :1], out[:, :1].shape))

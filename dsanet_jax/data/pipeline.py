@@ -341,8 +341,16 @@ def _train_augment(
   The pipeline runs the same functions, with one tf.data element per frame (module docstring).
   """
   rows = _train_clip_to_frames(cfg, perm, el)
-  frames = tf.data.Dataset.from_tensor_slices(rows).map(lambda f: _train_frame(cfg, f))
-  batch = _train_frames_to_batch(cfg, frames.batch(1 << 20).get_single_element())
+  size = cfg.data.crop_size
+  frames = tf.map_fn(
+    lambda f: _train_frame(cfg, f),
+    rows,
+    fn_output_signature={
+      "video": tf.TensorSpec([size, size, 3], _dtype(cfg)),
+      "label": tf.TensorSpec([], tf.int32),
+    },
+  )
+  batch = _train_frames_to_batch(cfg, frames)
   return {k: v[0] for k, v in batch.items()}
 
 
@@ -420,23 +428,54 @@ def make_train_iterator(
 # ---------------------------------------------------------------- evaluation
 
 
-def _eval_prepare(
-  cfg: ml_collections.ConfigDict, num_segments: int, num_crops: int, crop_size: int, ex: dict
+def _eval_select(
+  cfg: ml_collections.ConfigDict, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
-  """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres."""
+  """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
   t, tau = cfg.data.num_frames, cfg.data.frame_interval
   video = ex["video"]
   nf = tf.shape(video)[0]
   idx = sampling.frame_indices(sampling.test_offsets(nf, num_segments, t, tau), nf, t, tau)
-  frames = transforms.decode_frames(tf.gather(video, tf.reshape(idx, [-1])))
-  frames = transforms.resize_short_side(frames, cfg.eval.short_side)
-  crops = transforms.multi_crop(frames, crop_size, num_crops)
-  crops = transforms.normalize(crops, cfg.data.mean, cfg.data.std, _dtype(cfg))
   return {
-    "video": tf.reshape(crops, [num_crops, num_segments, t, crop_size, crop_size, 3]),
+    "jpeg": tf.gather(video, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
-    "mask": tf.constant(True),
     "video_id": tf.cast(ex["video_id"], tf.string),
+  }
+
+
+def _eval_frame(
+  cfg: ml_collections.ConfigDict, num_crops: int, crop_size: int, jpeg: tf.Tensor
+) -> tf.Tensor:
+  """One test frame: decode, short side to eval.short_side, crops: [crops, S, S, 3] normalised."""
+  frame = tf.io.decode_jpeg(jpeg, channels=3)[None]
+  frame = transforms.resize_short_side(frame, cfg.eval.short_side)
+  crops = transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
+  return transforms.normalize(crops, cfg.data.mean, cfg.data.std, _dtype(cfg))
+
+
+def _eval_group(cfg: ml_collections.ConfigDict, num_segments: int, views: tf.Tensor) -> tf.Tensor:
+  """[U_test*T, crops, S, S, 3] frames of one clip -> [crops, U_test, T, S, S, 3]."""
+  crops, size = views.shape[1], views.shape[2]
+  video = tf.reshape(views, [num_segments, cfg.data.num_frames, crops, size, size, 3])
+  return tf.transpose(video, [2, 0, 1, 3, 4, 5])
+
+
+def _eval_prepare(
+  cfg: ml_collections.ConfigDict, num_segments: int, num_crops: int, crop_size: int, ex: dict
+) -> dict[str, tf.Tensor]:
+  """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres (the eval
+  pipeline's transforms on one example, for single-video inference)."""
+  sel = _eval_select(cfg, num_segments, ex)
+  views = tf.map_fn(
+    lambda j: _eval_frame(cfg, num_crops, crop_size, j),
+    sel["jpeg"],
+    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], _dtype(cfg)),
+  )
+  return {
+    "video": _eval_group(cfg, num_segments, views),
+    "label": sel["label"],
+    "mask": tf.constant(True),
+    "video_id": sel["video_id"],
   }
 
 
@@ -465,10 +504,27 @@ def make_eval_dataset(
     b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
   )
   num_batches = math.ceil(max_local / local_batch_size)
-  ds = _read(builder, split, start, end)
+  frames_per_clip = num_segments * cfg.data.num_frames
+  ds = _read(builder, split, start, end).map(lambda ex: _eval_select(cfg, num_segments, ex))
+  # One element per frame for decoding (as in training), regrouped per clip.
+  ds = ds.flat_map(
+    lambda el: tf.data.Dataset.zip(
+      tf.data.Dataset.from_tensor_slices(el["jpeg"]),
+      tf.data.Dataset.from_tensors((el["label"], el["video_id"])).repeat(frames_per_clip),
+    )
+  )
   ds = ds.map(
-    lambda ex: _eval_prepare(cfg, num_segments, num_crops, crop_size, ex),
+    lambda jpeg, meta: (_eval_frame(cfg, num_crops, crop_size, jpeg), meta),
     num_parallel_calls=_parallel(cfg),
+  )
+  ds = ds.batch(frames_per_clip, drop_remainder=True)
+  ds = ds.map(
+    lambda views, meta: {
+      "video": _eval_group(cfg, num_segments, views),
+      "label": meta[0][0],
+      "mask": tf.constant(True),
+      "video_id": meta[1][0],
+    }
   )
   shape = [num_crops, num_segments, cfg.data.num_frames, crop_size, crop_size, 3]
   pad = {

@@ -103,16 +103,6 @@ def jpeg_shape(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return shape[0], shape[1]
 
 
-def decode_frames(jpegs: tf.Tensor) -> tf.Tensor:
-  """Decodes JPEG strings [N] -> uint8 [N, H, W, 3] (all frames the same size)."""
-  return tf.map_fn(
-    lambda s: tf.io.decode_jpeg(s, channels=3),
-    jpegs,
-    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-    parallel_iterations=16,
-  )
-
-
 # ---------------------------------------------------------------- geometry
 
 
