@@ -81,6 +81,7 @@ def test_bn_stats_not_counted_and_names():
   assert sum(x.size for x in jax.tree.leaves(stats)) > 0
 
 
+@pytest.mark.parametrize("size", [(9, 10), (20, 18)])  # im2col path and conv path
 @pytest.mark.parametrize(
   "kernel,stride,padding",
   [
@@ -92,9 +93,9 @@ def test_bn_stats_not_counted_and_names():
     ((1, 1, 1), (1, 1, 1), (0, 0, 0)),
   ],
 )
-def test_conv_formulations_equal(kernel, stride, padding):
+def test_conv_formulations_equal(kernel, stride, padding, size):
   kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (2, 4, 9, 10, 5))
+  x = jax.random.normal(kx, (2, 3, *size, 5))
   k = jax.random.normal(kk, (*kernel, 5, 6))
   a = conv3d(x, k, stride, padding)
   b = frames2d(x, k, stride, padding)

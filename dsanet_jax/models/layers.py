@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 CONV_IMPLS = ("auto", "conv3d", "frames2d")
+# frames2d: spatial kernels on output frames of at most this many pixels use im2col + matmul.
+IM2COL_MAX_PIXELS = 64
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -54,8 +56,9 @@ def frames2d(
 ) -> jax.Array:
   """The same convolution computed with 2D convolutions over the B*T frames.
 
-  1 x k x k kernels are a 2D conv over frames (1x1 ones a matmul after striding); kt x k x k
-  kernels are one 2D conv with kt*O outputs followed by a zero-padded shift-and-sum over T.
+  1 x k x k kernels are a 2D conv over frames (1x1 ones a matmul after striding; on small output
+  frames, <= IM2COL_MAX_PIXELS, an im2col matmul); kt x k x k kernels are one such 2D conv with
+  kt*O outputs followed by a zero-padded shift-and-sum over T.
   Temporal stride must be 1 (no temporal down-sampling anywhere in these networks).
 
   x [B, T, H, W, I], kernel [kt, kh, kw, I, O] -> [B, T', H', W', O].
@@ -71,15 +74,28 @@ def frames2d(
     ho, wo = xs.shape[2], xs.shape[3]
     y = jnp.dot(xs.reshape(-1, cin), kernel.transpose(3, 0, 1, 2, 4).reshape(cin, kt * cout))
   else:
-    k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, kt * cout)
-    y = jax.lax.conv_general_dilated(
-      x.reshape(b * t, h, w, cin),
-      k2,
-      window_strides=(sh, sw),
-      padding=[(ph, ph), (pw, pw)],
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-    ho, wo = y.shape[1], y.shape[2]
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if ho * wo <= IM2COL_MAX_PIXELS:
+      # Small frames (late stages): im2col (kh*kw shifted slices side by side) + one matmul beats
+      # XLA:CPU's convolution, forward and backward.
+      xp = jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw), (0, 0)))
+      cols = [
+        xp[:, :, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+      ]
+      patches = jnp.concatenate(cols, axis=-1).reshape(-1, kh * kw * cin)
+      k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(kh * kw * cin, kt * cout)
+      y = jnp.dot(patches, k2)
+    else:
+      k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, kt * cout)
+      y = jax.lax.conv_general_dilated(
+        x.reshape(b * t, h, w, cin),
+        k2,
+        window_strides=(sh, sw),
+        padding=[(ph, ph), (pw, pw)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      )
   if kt == 1 and pt == 0:
     return y.reshape(b, t, ho, wo, cout)
   y = y.reshape(b, t, ho, wo, kt, cout)
