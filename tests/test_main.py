@@ -112,7 +112,7 @@ def _state(workdir, step) -> list[tuple[str, np.ndarray]]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   w = tmp_path_factory.mktemp("uninterrupted")
-  p = _run(w, "--config.train.num_steps=6")
+  p = _run(w, "--config.train.num_steps=6", "--config.train.eval_every_steps=4")
   return w, p
 
 
@@ -127,6 +127,10 @@ def test_uninterrupted_run_writes_results_and_second_run_does_not_retrain(uninte
   for k in ("train/learning_rate", "train/grad_norm", "train/clips_per_sec", "train/eta_minutes"):
     assert k in train[-1], k
   assert any("num_params" in r for r in lines)
+  val = [r for r in lines if "val/top1@4x1" in r]  # periodic validation at step 4
+  assert [r["step"] for r in val] == [4]
+  meta = json.loads((w / "checkpoints" / "4" / "meta" / "metadata").read_text())
+  assert meta["val_top1"] == val[0]["val/top1@4x1"]
   assert (w / "tensorboard").is_dir() and any((w / "tensorboard").iterdir())
   again = _run(w, "--config.train.num_steps=6")
   assert "training already finished at step 6" in again.stderr
@@ -220,21 +224,31 @@ def test_predict_on_a_real_clip_from_an_exported_model(uninterrupted, realclips,
   assert clips, f"no mp4 under {realclips}/kinetics400"
   out = trainer.export_model(_tiny_config(), str(w), str(tmp_path / "model"))
   names = {"square-disc-bar-cross", "disc-bar-cross-square", "bar-cross-square-disc"}
-  for cmd, extra in (
-    ([str(REPO / "main.py")], ["--mode=predict", f"--config.init_from={out}"]),
-    (["-m", "dsanet_jax.predict"], [f"--checkpoint={out}"]),
-  ):
-    p = subprocess.run(
-      [sys.executable, *cmd, *TINY, *extra, f"--video={clips[0]}"],
-      cwd=REPO,
-      env=_env(),
-      capture_output=True,
-      text=True,
-      timeout=TIMEOUT,
-    )
-    assert p.returncode == 0, p.stderr[-4000:]
-    top = _top_lines(p.stdout)
-    assert len(top) == 4, p.stdout  # 4 classes < top 5
-    probs = [q for q, _ in top]
-    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
-    assert names <= {n for _, n in top}
+  cmd = [sys.executable, str(REPO / "main.py"), *TINY, "--mode=predict"]
+  p = subprocess.run(
+    [*cmd, f"--config.init_from={out}", f"--video={clips[0]}"],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+  )
+  assert p.returncode == 0, p.stderr[-4000:]
+  top = _top_lines(p.stdout)
+  assert len(top) == 4, p.stdout  # 4 classes < top 5
+  probs = [q for q, _ in top]
+  assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+  assert names <= {n for _, n in top}
+
+  # the same through dsanet_jax.predict's hook (what `python -m dsanet_jax.predict --video` runs)
+  from dsanet_jax import predict
+  from dsanet_jax.convert import checkpoint_io
+  from dsanet_jax.train import inference
+
+  cfg = _tiny_config()
+  model, meta = checkpoint_io.load_model(out, cfg.model)
+  logits = predict.predict_video(model, cfg, str(clips[0]))
+  assert logits.shape == (1, 4)
+  want = inference.aggregate_probs(inference.view_logits(model, cfg, str(clips[0])), "logits")
+  np.testing.assert_allclose(sorted(want, reverse=True), probs, atol=2e-4)  # printed as %.2f
+  assert meta["class_names"][int(np.argmax(logits))] == top[0][1]

@@ -1,7 +1,6 @@
 """Three processes on loopback (jax.distributed, local coordinator), each feeding its own shard.
 
-They train a few steps together (global batch over 3 x 1 devices), validate at step 2, and
-evaluate exactly once over the whole validation split, whose 128 videos split unevenly (43/43/42)
+They train two steps together (global batch over 3 x 1 devices) and evaluate exactly once over the whole validation split, whose 128 videos split unevenly (43/43/42)
 over the processes; the evaluator checks that every video arrives exactly once with all its views.
 Wall-clock timeout: a process that loses its peers aborts instead of hanging, and the test kills
 everything left after TIMEOUT seconds.
@@ -59,10 +58,9 @@ def test_three_processes_train_and_evaluate_exactly_once(tmp_path):
       "--config.eval.num_crops=1",
       "--config.eval.batch_size=30",
       "--config.train.global_batch_size=6",
-      "--config.train.num_steps=3",
+      "--config.train.num_steps=2",
       "--config.train.log_every_steps=1",
       "--config.checkpoint.every_steps=2",
-      "--config.train.eval_every_steps=2",
       "--config.train.log_gmacs=False",
     ]
     procs.append(
@@ -81,12 +79,10 @@ def test_three_processes_train_and_evaluate_exactly_once(tmp_path):
     assert rc == 0, f"process {i} rc {rc}:\n{t[-4000:]}"
   assert "process 1 of 3" in texts[1] and "3 global devices" in texts[0]
   res = json.loads((tmp_path / "w" / "eval" / "results.json").read_text())
-  assert res["num_videos"] == 128 and res["step"] == 3
+  assert res["num_videos"] == 128 and res["step"] == 2
   assert sum(sum(row) for row in res["confusion_matrix"]) == 128
   # the checkpoint has one directory per step with every process's shards committed
-  assert (tmp_path / "w" / "checkpoints" / "3").is_dir()
+  assert (tmp_path / "w" / "checkpoints" / "2").is_dir()
   # only process 0 writes logs
   lines = (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
-  assert sum('"train/loss"' in s for s in lines) == 3
-  val = [json.loads(s) for s in lines if '"val/top1@4x1"' in s]
-  assert [r["step"] for r in val] == [2]  # periodic validation (the final test is 4x1 here too)
+  assert sum('"train/loss"' in s for s in lines) == 2
