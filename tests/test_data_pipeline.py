@@ -73,7 +73,7 @@ class TinyVideos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 @pytest.fixture(scope="module")
 def builder(tmp_path_factory) -> tfds.core.DatasetBuilder:
   b = TinyVideos(data_dir=str(tmp_path_factory.mktemp("tfds")))
-  b.download_and_prepare()
+  b.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=3))
   return b
 
 
@@ -361,6 +361,7 @@ def test_default_dataset_end_to_end(tmp_path):
 
 def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
   assert pipeline._direct_readable(builder)
+  assert len(builder.info.splits["train"].file_instructions) == 3  # several shards interleaved
 
   def read(start, end):
     return {
@@ -406,3 +407,13 @@ def test_eval_crops_are_left_centre_right_per_crop_major():
   means = out[..., 0].mean(axis=(1, 2, 3, 4))
   assert means[0] < means[1] < means[2]
   np.testing.assert_allclose(out[:, :1], np.broadcast_to(out[:, :1, :1], out[:, :1].shape))
+
+
+def test_file_order_shuffle_is_a_seeded_permutation(builder):
+  def order(seed):
+    s = None if seed is None else tf.constant(seed, tf.int64)
+    return [int(ex["index"]) for ex in pipeline._read(builder, "train", 1, 10, file_order_seed=s)]
+
+  orders = {tuple(order(s)) for s in range(6)}
+  assert all(sorted(o) == list(range(1, 10)) for o in orders) and len(orders) > 1
+  assert order(3) == order(3) and order(None) == order(None)

@@ -16,7 +16,8 @@ Phases of a training example (DMVR's design, our code):
            at build time), JPEG frames left encoded (`_read`);
   sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
            strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
-  shuffle  per epoch, seeded by (seed, epoch);
+  shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
+           buffer of `data.shuffle_buffer` clips;
   decode   one tf.data element per frame (the clip's one box, flip coin and label copied to each):
            `decode_and_crop_jpeg` of the box (transforms.py), flip, resize, normalise, cast;
   batch    B*U*T frames in order -> [B, U, T, S, S, 3] (one copy), bounded prefetch.
@@ -172,16 +173,22 @@ def _direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
 
 
 def _read(
-  builder: tfds.core.DatasetBuilder, split: str, start: int, end: int, cycle_length: int = 4
+  builder: tfds.core.DatasetBuilder,
+  split: str,
+  start: int,
+  end: int,
+  cycle_length: int = 4,
+  file_order_seed: tf.Tensor | None = None,
 ) -> tf.data.Dataset:
   """Examples [start, end) of `split`: {'video': JPEG strings [F], 'label': int64, 'video_id':
   string, 'index': int64 (the example's position in the split)}. Frames stay encoded.
 
   For TFRecord datasets (the builders' default) this reads the shard files of the slice directly
-  (`file_instructions`), `cycle_length` files at a time in a deterministic parallel interleave, and
-  parses only the features above: it gives the same examples as `as_dataset` with
-  `SkipDecoding` on the video at about half the CPU cost (TFDS parses and reshapes every feature).
-  Other formats go through `builder.as_dataset(decoders={'video': SkipDecoding()})`.
+  (`file_instructions`), `cycle_length` files at a time in a deterministic parallel interleave, in
+  an order shuffled by `file_order_seed` (int64 scalar; None = stored order), and parses only the
+  features above: the same examples as `as_dataset` with `SkipDecoding` on the video at about half
+  the CPU cost (TFDS parses and reshapes every feature). Other formats go through
+  `builder.as_dataset(decoders={'video': SkipDecoding()})` in stored order.
   """
   empty = end <= start  # TFDS refuses an empty slice: read one example and take none
   sub = f"{split}[{start}:{start + 1 if empty else end}]"
@@ -213,6 +220,8 @@ def _read(
         tf.constant(firsts, tf.int64),
       )
     )
+    if file_order_seed is not None:
+      files_ds = files_ds.shuffle(len(files), seed=file_order_seed)
     ds = files_ds.interleave(
       shard,
       cycle_length=max(1, min(cycle_length, len(files))),
@@ -380,10 +389,11 @@ def make_train_dataset(
     cfg.data.flip_label_pairs, class_names(cfg, builder=builder), builder.info.name
   )
   first_epoch, skip = divmod(start_step * local_batch_size, n_local)
-  base = _read(builder, split, start, end)
   buffer = int(cfg.data.shuffle_buffer)
 
   def epoch_ds(epoch: tf.Tensor) -> tf.data.Dataset:
+    file_seed = sampling.epoch_shuffle_seed(cfg.seed, epoch, stream=1)
+    base = _read(builder, split, start, end, file_order_seed=file_seed if buffer > 1 else None)
     ds = base.map(
       lambda ex: _train_select(cfg, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
     )

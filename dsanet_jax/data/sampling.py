@@ -31,9 +31,10 @@ def example_seed(
   return tf.random.experimental.stateless_fold_in(s, tf.cast(index, tf.int64))
 
 
-def epoch_shuffle_seed(seed: int | tf.Tensor, epoch: int | tf.Tensor) -> tf.Tensor:
-  """The int64 scalar seed of epoch `epoch`'s shuffle (a pure function of seed and epoch)."""
-  base = tf.stack([tf.constant(0x5F1E, tf.int64), tf.cast(seed, tf.int64)])
+def epoch_shuffle_seed(seed: int | tf.Tensor, epoch: int | tf.Tensor, stream: int = 0) -> tf.Tensor:
+  """The int64 scalar seed of epoch `epoch`'s shuffle number `stream` (0: examples, 1: files);
+  a pure function of its inputs."""
+  base = tf.stack([tf.constant(0x5F1E + stream, tf.int64), tf.cast(seed, tf.int64)])
   s = tf.random.experimental.stateless_fold_in(base, tf.cast(epoch, tf.int64))
   s = tf.cast(s, tf.int64)
   return s[0] * 4294967296 + (s[1] & 0xFFFFFFFF)
