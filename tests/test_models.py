@@ -235,7 +235,6 @@ def test_remat_same_gradients():
   [
     dict(aggregation="se"),
     dict(aggregation="v4d", insert_freq=(0, (0, 1), (0, 1), 0)),
-    dict(aggregation="tsn"),
     dict(backbone="tsm_resnet", inflate_freq=(0, 0, 0, 0)),
     dict(depth=50, base_width=4, insert_freq=DSA_R50_INSERT_FREQ, insert_place="res_4"),
   ],
