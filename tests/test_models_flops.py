@@ -13,7 +13,8 @@ from dsanet_jax.models.flops import count_gmacs, hlo_macs
 from tests.conftest import REPO
 
 
-def test_hlo_macs_conv_and_dot():
+@pytest.mark.parametrize("stage", ["lowered", "compiled"])
+def test_hlo_macs_conv_and_dot(stage):
   def f(x, k, w):
     with jax.named_scope("layer2"):
       y = jax.lax.conv_general_dilated(
@@ -27,7 +28,12 @@ def test_hlo_macs_conv_and_dot():
     jax.ShapeDtypeStruct((3, 3, 5, 7), jnp.float32),
     jax.ShapeDtypeStruct((7, 11), jnp.float32),
   )
-  macs = hlo_macs(jax.jit(f).lower(*args).compile().as_text())
+  lowered = jax.jit(f).lower(*args)
+  if stage == "lowered":
+    text = lowered.as_text(dialect="hlo", debug_info=True)
+  else:
+    text = lowered.compile().as_text()
+  macs = hlo_macs(text)
   assert macs == {"layer2": 2 * 8 * 8 * 7 * 3 * 3 * 5, "cls_head": 2 * 11 * 7}
 
 

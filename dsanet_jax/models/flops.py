@@ -1,8 +1,9 @@
 """Parameter and MAC counting, shared by `tools/model_info.py` and the trainer (step-0 logging).
 
-MACs come from XLA: the eval forward of one view [1, U, T, H, W, 3] is compiled (on abstract
-parameters, nothing is materialised) and the convolutions and dots of the optimised HLO are
-counted, MACs = output elements x contracted elements, per stage (the `jax.named_scope`s `stem`,
+MACs come from XLA: the eval forward of one view [1, U, T, H, W, 3] is lowered and compiled (on
+abstract parameters, nothing is materialised) and the convolutions and dots of its HLO (before
+backend passes, which on GPU turn them into library custom-calls) are counted,
+MACs = output elements x contracted elements, per stage (the `jax.named_scope`s `stem`,
 `layer1`..`layer4`, `cls_head` in the op metadata). This is the conv+matmul count that
 `torch.utils.flop_counter` gives for the original (spec dsanet.md §7.3). XLA's own
 `cost_analysis()['flops']` (which also counts element-wise work, and is reported beside it) is not
@@ -20,7 +21,7 @@ from flax import nnx
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "cls_head")
 
-_DEF = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+([\w\-]+)\(([^)]*)\)")
+_DEF = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+([\w\-]+)\(([^)]*)\)")
 
 
 def count_params(model: nnx.Module) -> int:
@@ -29,7 +30,9 @@ def count_params(model: nnx.Module) -> int:
 
 
 def hlo_macs(hlo_text: str) -> dict[str, int]:
-  """Conv + dot MACs per stage of an HLO module's text (compiled `as_text()`).
+  """Conv + dot MACs per stage of an HLO module's text.
+
+  Accepts `lowered.as_text(dialect="hlo", debug_info=True)` or a compiled `as_text()`.
 
   Stages are found in each op's metadata op_name; ops outside them count as 'other'.
   """
@@ -84,8 +87,9 @@ def count_gmacs(
 
   shape = (u, int(num_frames), int(crop_size), int(crop_size), 3)
   video = jax.ShapeDtypeStruct((1, *shape), jnp.dtype(model_cfg.dtype))
-  compiled = jax.jit(forward).lower(state, video).compile()
-  per_stage = hlo_macs(compiled.as_text())
+  lowered = jax.jit(forward).lower(state, video)
+  per_stage = hlo_macs(lowered.as_text(dialect="hlo", debug_info=True))
+  compiled = lowered.compile()
   cost = compiled.cost_analysis()
   if isinstance(cost, list):  # older JAX returned one dict per computation
     cost = cost[0]
