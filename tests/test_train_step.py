@@ -61,18 +61,15 @@ def _assert_same(a, b, tol=1e-5):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("fsdp", [1, 2])
-def test_sharded_step_matches_one_device(fsdp):
+def test_sharded_step_matches_one_device():
+  """8 devices on the data axis == 1 device (two steps, global BatchNorm, dropout on)."""
   model_cfg, train_cfg, batch = tiny_model_cfg(), _train_cfg(), _batch()
   one, l1, _ = _run(jax.devices()[:1], 1, model_cfg, train_cfg, batch)
-  eight, l8, live = _run(jax.devices(), fsdp, model_cfg, train_cfg, batch)
+  eight, l8, _ = _run(jax.devices(), 1, model_cfg, train_cfg, batch)
   np.testing.assert_allclose(l1, l8, rtol=1e-5, atol=1e-5)
   _assert_same(one["params"], eight["params"])
   _assert_same(one["batch_stats"], eight["batch_stats"])
   assert l1[0] != l1[1]  # the step changed the parameters
-  if fsdp > 1:  # the conv kernel [3, 3, 3, 8] is sharded over 'fsdp' on its last dim
-    spec = live["params"]["conv"]["kernel"].sharding.spec
-    assert "fsdp" in tuple(spec), spec
 
 
 def test_grouped_bn_matches_per_device_statistics():
@@ -155,3 +152,42 @@ def test_layout_checks_fail_loudly():
     sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=3)))
   assert sharding_lib.fsdp_spec((64, 3), 4, 1) == jax.sharding.PartitionSpec("fsdp", None)
   assert sharding_lib.fsdp_spec((3, 5), 4, 1) == jax.sharding.PartitionSpec()
+
+
+def test_real_dsa_model_sharded_with_fsdp_matches_one_device():
+  """The real DSA + I3D R18 (tiny width): data x fsdp = 4 x 2 devices == 1 device, global BN."""
+  from dsanet_jax.models import build_model
+
+  c = base.get_base_config().model
+  c.update(depth=18, base_width=4, num_classes=5, num_segments=4, dropout_rate=0.5)
+  c.insert_freq = base.DSA_R18_INSERT_FREQ
+  train_cfg = _train_cfg()
+  batch = _batch(n=8, u=4, t=2, hw=16)
+
+  def run(devices, fsdp):
+    mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=fsdp)), devices)
+    sched = optim.make_schedule(train_cfg, 1.0, 10)
+    tx = optim.make_optimizer(train_cfg, sched)
+    build = lambda: build_model(c, rngs=nnx.Rngs(params=0, dropout=1))
+    abstract = jax.eval_shape(lambda: trainer.init_state(build, tx)[0])
+    sh = sharding_lib.state_shardings(abstract, mesh, 256)
+    state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh)()
+    step = jax.jit(
+      trainer.make_train_step(trainer.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+      in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
+      out_shardings=(sh, sharding_lib.replicated(mesh)),
+    )
+    b = jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding_lib.batch_sharding(mesh), x),
+      batch,
+    )
+    state, m = step(state, b)
+    sharded = [x for x in jax.tree.leaves(state["params"]) if "fsdp" in tuple(x.sharding.spec)]
+    return jax.device_get(state), float(m["loss"]), len(sharded)
+
+  one, l1, _ = run(jax.devices()[:1], 1)
+  eight, l8, n_sharded = run(jax.devices(), 2)
+  assert n_sharded > 0  # some conv kernels really are split over 'fsdp'
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  _assert_same(one["params"], eight["params"])
+  _assert_same(one["batch_stats"], eight["batch_stats"])
