@@ -17,7 +17,8 @@ import ml_collections
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
-# The original's R50 insertion map (configs/kinetics400/r50_e100.py): res3 blocks 1, 3; res4 1, 3, 5.
+# The original's R50 insertion map (its configs/kinetics400/r50_e100.py): res3 blocks 1, 3;
+# res4 blocks 1, 3, 5.
 DSA_R50_INSERT_FREQ = (0, (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), 0)
 # R18 analogue (spec §2.2): block 1 of res3 and of res4.
 DSA_R18_INSERT_FREQ = (0, (0, 1), (0, 1), 0)
@@ -51,7 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.dropout_rate = 0.5
   c.model.dtype = "float32"  # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
   c.model.remat = False  # rematerialise each residual block in the backward pass
-  c.model.conv_impl = "auto"  # 'auto' | 'conv3d' | 'frames2d' (kt x k x k as kt 2D convs over frames)
+  # 'auto' | 'conv3d' | 'frames2d' (kt x k x k as kt 2D convs over frames).
+  c.model.conv_impl = "auto"
   c.model.bn_momentum = 0.9  # Flax convention (PyTorch momentum 0.1)
   c.model.bn_epsilon = 1e-5
   # Videos per BatchNorm statistics group, DSA's BatchNorm included. 0 = the whole global batch

@@ -1,7 +1,8 @@
 """Three processes on loopback (jax.distributed, local coordinator), each feeding its own shard.
 
-They train two steps together (global batch over 3 x 1 devices) and evaluate exactly once over the whole validation split, whose 128 videos split unevenly (43/43/42)
-over the processes; the evaluator checks that every video arrives exactly once with all its views.
+They train two steps together (global batch over 3 x 1 devices) and evaluate exactly once over
+the whole validation split, whose 128 videos split unevenly (43/43/42) over the processes; the
+evaluator checks that every video arrives exactly once with all its views.
 Wall-clock timeout: a process that loses its peers aborts instead of hanging, and the test kills
 everything left after TIMEOUT seconds.
 """
