@@ -81,7 +81,7 @@ def test_bn_stats_not_counted_and_names():
   assert sum(x.size for x in jax.tree.leaves(stats)) > 0
 
 
-@pytest.mark.parametrize("size", [(9, 10), (20, 18)])  # im2col path and conv path
+@pytest.mark.parametrize("size", [(9, 10), (20, 18), (24, 22)])  # im2col; conv; conv, matmul dw
 @pytest.mark.parametrize(
   "kernel,stride,padding",
   [

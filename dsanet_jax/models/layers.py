@@ -5,6 +5,7 @@ B = N*U snippets (video-major, snippet-minor). Parameters are float32; computati
 `dtype` each layer is given.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -15,6 +16,9 @@ from flax import nnx
 CONV_IMPLS = ("auto", "conv3d", "frames2d")
 # frames2d: spatial kernels on output frames of at most this many pixels use im2col + matmul.
 IM2COL_MAX_PIXELS = 64
+# frames2d: XLA convs on input frames of at least this many pixels take their weight gradient from
+# matmuls (`_weight_grad_rows`), not from XLA:CPU's backprop-filter convolution (several x slower).
+ROWS_DW_MIN_PIXELS = 400
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -51,6 +55,61 @@ def conv3d(
   )
 
 
+def _conv2d(
+  x: jax.Array, kernel: jax.Array, stride: tuple[int, int], padding: tuple[int, int]
+) -> jax.Array:
+  """2D convolution. x [N, H, W, I], kernel [kh, kw, I, O] -> [N, H', W', O]."""
+  return jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    window_strides=stride,
+    padding=[(p, p) for p in padding],
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+
+
+def _weight_grad_rows(
+  x: jax.Array, g: jax.Array, kh: int, kw: int, stride: tuple[int, int], padding: tuple[int, int]
+) -> jax.Array:
+  """The kernel gradient of `_conv2d` as kh matmuls: the kw width taps side by side, one matmul
+  per row tap. x [N, H, W, I], g [N, H', W', O] -> [kh, kw, I, O]."""
+  (sh, sw), (ph, pw) = stride, padding
+  cout, (ho, wo) = g.shape[-1], g.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  xw = jnp.concatenate([xp[:, :, j : j + (wo - 1) * sw + 1 : sw] for j in range(kw)], axis=-1)
+  g2 = g.reshape(-1, cout).T
+  rows = [
+    jnp.dot(g2, xw[:, i : i + (ho - 1) * sh + 1 : sh].reshape(g2.shape[1], -1)) for i in range(kh)
+  ]
+  return jnp.stack(rows).reshape(kh, cout, kw, x.shape[-1]).transpose(0, 2, 3, 1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d_rows_dw(
+  x: jax.Array, kernel: jax.Array, stride: tuple[int, int], padding: tuple[int, int]
+) -> jax.Array:
+  """`_conv2d` whose kernel gradient is `_weight_grad_rows` (the input gradient stays XLA's)."""
+  return _conv2d(x, kernel, stride, padding)
+
+
+def _conv2d_rows_dw_fwd(
+  x: jax.Array, kernel: jax.Array, stride: tuple[int, int], padding: tuple[int, int]
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  return _conv2d(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv2d_rows_dw_bwd(
+  stride: tuple[int, int], padding: tuple[int, int], res: tuple[jax.Array, jax.Array], g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  x, kernel = res
+  dx = jax.vjp(lambda x: _conv2d(x, kernel, stride, padding), x)[1](g)[0]
+  kh, kw = kernel.shape[:2]
+  return dx, _weight_grad_rows(x, g, kh, kw, stride, padding).astype(kernel.dtype)
+
+
+_conv2d_rows_dw.defvjp(_conv2d_rows_dw_fwd, _conv2d_rows_dw_bwd)
+
+
 def frames2d(
   x: jax.Array, kernel: jax.Array, stride: Sequence[int], padding: Sequence[int]
 ) -> jax.Array:
@@ -58,7 +117,8 @@ def frames2d(
 
   1 x k x k kernels are a 2D conv over frames (1x1 ones a matmul after striding; on small output
   frames, <= IM2COL_MAX_PIXELS, an im2col matmul); kt x k x k kernels are one such 2D conv with
-  kt*O outputs followed by a zero-padded shift-and-sum over T.
+  kt*O outputs followed by a zero-padded shift-and-sum over T. On input frames of at least
+  ROWS_DW_MIN_PIXELS pixels the 2D conv's kernel gradient is computed with matmuls.
   Temporal stride must be 1 (no temporal down-sampling anywhere in these networks).
 
   x [B, T, H, W, I], kernel [kt, kh, kw, I, O] -> [B, T', H', W', O].
@@ -89,13 +149,8 @@ def frames2d(
       y = jnp.dot(patches, k2)
     else:
       k2 = kernel.transpose(1, 2, 3, 0, 4).reshape(kh, kw, cin, kt * cout)
-      y = jax.lax.conv_general_dilated(
-        x.reshape(b * t, h, w, cin),
-        k2,
-        window_strides=(sh, sw),
-        padding=[(ph, ph), (pw, pw)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      )
+      conv = _conv2d_rows_dw if h * w >= ROWS_DW_MIN_PIXELS else _conv2d
+      y = conv(x.reshape(b * t, h, w, cin), k2, (sh, sw), (ph, pw))
   if kt == 1 and pt == 0:
     return y.reshape(b, t, ho, wo, cout)
   y = y.reshape(b, t, ho, wo, kt, cout)
