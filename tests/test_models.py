@@ -109,6 +109,19 @@ def test_conv_formulations_equal(kernel, stride, padding, size):
     np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-3, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cin,cout", [(2, 16), (16, 2)])  # both matmul orders of the rows dw
+def test_conv_weight_grad_rows(cin, cout):
+  kx, kk, kg = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(kx, (2, 2, 24, 22, cin))
+  k = jax.random.normal(kk, (1, 3, 3, cin, cout))
+  g = jax.random.normal(kg, (2, 2, 12, 11, cout))
+  args = ((1, 2, 2), (0, 1, 1))
+  ga = jax.grad(lambda x, k: jnp.sum(conv3d(x, k, *args) * g), (0, 1))(x, k)
+  gb = jax.grad(lambda x, k: jnp.sum(frames2d(x, k, *args) * g), (0, 1))(x, k)
+  for u, v in zip(ga, gb):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-3, rtol=1e-4)
+
+
 def test_model_conv_impls_equal():
   x = jax.random.normal(jax.random.key(1), (2, 4, 2, 32, 32, 3))
   outs = []
