@@ -6,6 +6,7 @@ checked in here); a prepared dataset keeps them in its `label.labels.txt`.
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import tensorflow_datasets as tfds
@@ -66,8 +67,40 @@ class _SomethingBase(base.VideoDatasetBuilder, skip_registration=True):
   def _label_file(self, manual_dir: str) -> str:
     return base.find_manual_file(manual_dir, self.LABEL_FILES, f"{self.name} label list")
 
+  ANNOTATION_KIND: ClassVar[str] = ""  # for the error when no split has annotations
+
   def _read_names(self, manual_dir: str) -> list[str]:
+    return annotations.read_class_names(self._label_file(manual_dir))
+
+  def _entries(
+    self, path: str, split: str
+  ) -> Iterator[tuple[str, str | None, int, dict[str, Any]]]:
+    """One annotation file -> (video_id, class name or None, line, extra features) per entry."""
     raise NotImplementedError
+
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+    names = self._read_names(manual_dir)
+    self._set_names(names)
+    class_id = {n: i for i, n in enumerate(names)}
+    out = {}
+    for split, candidates in self.ANNOTATION_FILES.items():
+      try:
+        path = base.find_manual_file(manual_dir, candidates, split)
+      except FileNotFoundError:
+        continue
+      items = []
+      for video_id, label, line, extra in self._entries(path, split):
+        item = self._item(manual_dir, video_id, -1 if label is None else class_id.get(label, -1))
+        item.extra = extra
+        if label is not None and label not in class_id:
+          item.error = (decode.UNKNOWN_LABEL, f"line {line}: {label!r} is not a class")
+        items.append(item)
+      out[split] = items
+    if not out:
+      raise FileNotFoundError(
+        f"no {self.ANNOTATION_KIND} in {manual_dir}\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS
+      )
+    return out
 
   def _class_names(self) -> list[str] | int:
     if self._manual_dir_hint:
@@ -122,6 +155,7 @@ class SomethingSomethingV2(_SomethingBase):
   }
   VIDEO_DIRS = ("", "20bn-something-something-v2", "videos")
   FRAME_DIRS = ("frames", "rawframes", "20bn-something-something-v2-frames", "")
+  ANNOTATION_KIND = "SSv2 annotation JSON"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Put into the manual folder (`--manual_dir`) the official 20BN/Qualcomm files:
   * something-something-v2-labels.json and something-something-v2-{train,validation,test}.json
@@ -137,33 +171,12 @@ class SomethingSomethingV2(_SomethingBase):
       placeholders=tfds.features.Sequence(tfds.features.Text()),
     )
 
-  def _read_names(self, manual_dir: str) -> list[str]:
-    return annotations.read_class_names(self._label_file(manual_dir))
-
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
-    names = self._read_names(manual_dir)
-    self._set_names(names)
-    class_id = {n: i for i, n in enumerate(names)}
-    out = {}
-    for split, candidates in self.ANNOTATION_FILES.items():
-      try:
-        path = base.find_manual_file(manual_dir, candidates, split)
-      except FileNotFoundError:
-        continue
-      items = []
-      for e in annotations.read_ssv2_json(path):
-        label = -1 if e.class_name is None else class_id.get(e.class_name, -1)
-        item = self._item(manual_dir, e.video_id, label)
-        item.extra = dict(template=e.template or "", placeholders=list(e.placeholders))
-        if e.class_name is not None and e.class_name not in class_id:
-          item.error = (decode.UNKNOWN_LABEL, f"line {e.line}: {e.class_name!r} is not a class")
-        items.append(item)
-      out[split] = items
-    if not out:
-      raise FileNotFoundError(
-        f"no SSv2 annotation JSON in {manual_dir}\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS
-      )
-    return out
+  def _entries(
+    self, path: str, split: str
+  ) -> Iterator[tuple[str, str | None, int, dict[str, Any]]]:
+    for e in annotations.read_ssv2_json(path):
+      extra = dict(template=e.template or "", placeholders=list(e.placeholders))
+      yield e.video_id, e.class_name, e.line, extra
 
 
 class SomethingSomethingV1(_SomethingBase):
@@ -191,6 +204,7 @@ class SomethingSomethingV1(_SomethingBase):
   }
   VIDEO_DIRS = ()
   FRAME_DIRS = ("20bn-something-something-v1", "frames", "rawframes", "")
+  ANNOTATION_KIND = "SSv1 annotation CSV"
   MANUAL_DOWNLOAD_INSTRUCTIONS = """\
   Put into the manual folder (`--manual_dir`) the official 20BN/Qualcomm files:
   * something-something-v1-labels.csv (one class per line) and
@@ -200,28 +214,8 @@ class SomethingSomethingV1(_SomethingBase):
   Class ids follow the line order of the labels file (alphabetical, as the original code).
   """
 
-  def _read_names(self, manual_dir: str) -> list[str]:
-    return annotations.read_class_names(self._label_file(manual_dir))
-
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
-    names = self._read_names(manual_dir)
-    self._set_names(names)
-    class_id = {n: i for i, n in enumerate(names)}
-    out = {}
-    for split, candidates in self.ANNOTATION_FILES.items():
-      try:
-        path = base.find_manual_file(manual_dir, candidates, split)
-      except FileNotFoundError:
-        continue
-      items = []
-      for video_id, label, line in annotations.read_ssv1_csv(path, labelled=split != "test"):
-        item = self._item(manual_dir, video_id, -1 if label is None else class_id.get(label, -1))
-        if label is not None and label not in class_id:
-          item.error = (decode.UNKNOWN_LABEL, f"line {line}: {label!r} is not a class")
-        items.append(item)
-      out[split] = items
-    if not out:
-      raise FileNotFoundError(
-        f"no SSv1 annotation CSV in {manual_dir}\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS
-      )
-    return out
+  def _entries(
+    self, path: str, split: str
+  ) -> Iterator[tuple[str, str | None, int, dict[str, Any]]]:
+    for video_id, label, line in annotations.read_ssv1_csv(path, labelled=split != "test"):
+      yield video_id, label, line, {}
