@@ -69,7 +69,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.num_frames = 8  # T: frames per snippet
   c.data.frame_interval = 8  # tau: stride between the frames of a snippet
   c.data.crop_size = 224
-  c.data.train_crop = "random_resized"  # 'random_resized' | 'scale_jitter'
+  # 'random_resized' | 'random_resized_original' (the original's distribution, spec §4.3) |
+  # 'scale_jitter'
+  c.data.train_crop = "random_resized"
+  # Frame rate the recipe assumes the dataset was built at (checked against the dataset's
+  # recorded rate at start-up); None = each video's native rate.
+  c.data.fps = ml_collections.FieldReference(None, field_type=float)
   c.data.rrc_scale = (0.08, 1.0)
   c.data.rrc_ratio = (3 / 4, 4 / 3)
   c.data.scale_jitter_short_side = (256, 320)
@@ -106,7 +111,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.eval_every_steps = 0  # 0 = only at the end
   c.train.num_steps = 0  # > 0 overrides num_epochs (smoke tests, benchmarks)
   c.train.log_gmacs = True  # compile the eval forward once at step 0 to log GMACs per view
-  c.init_from = ml_collections.FieldReference(None, field_type=str)  # converted checkpoint dir
+  # (first, last) step of a jax.profiler trace written under WORKDIR/profile; () = off.
+  c.train.profile_steps = ()
+  # Initial weights: None (from scratch, allowed only when init_expected is empty), 'scratch'
+  # (explicitly from scratch), a converted checkpoint dir, or a torchvision-layout 2D ResNet
+  # (.pth / .safetensors), inflated to I3D at start-up as the original does.
+  c.init_from = ml_collections.FieldReference(None, field_type=str)
+  # What a paper recipe expects in init_from (e.g. ImageNet ResNet-50 weights); non-empty makes
+  # init_from mandatory (a run without it fails at start-up naming this).
+  c.init_expected = ""
 
   # ---------------------------------------------------------------- eval
   c.eval = ml_collections.ConfigDict()
@@ -116,6 +129,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.crop_size = 256
   c.eval.batch_size = 8  # global, videos per eval step
   c.eval.aggregate = "logits"  # 'logits' | 'probs'
+  # How U_test snippets x crops are cut into passes of U: 'per_crop' (clean: each pass is one
+  # crop's interleaved snippets) | 'original' (the original's crop/snippet mixing, spec §4.4).
+  c.eval.grouping = "per_crop"
   c.eval.val_num_segments = 4  # views during periodic validation while training
   c.eval.val_num_crops = 1
 
