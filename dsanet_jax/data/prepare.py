@@ -24,9 +24,12 @@ Spark); without it the build decodes in `--num_workers` local processes.
 """
 
 import logging as py_logging
+import os
 import shlex
 from collections.abc import Sequence
 from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (here, in workers)
 
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
@@ -120,7 +123,10 @@ def _beam_options() -> Any:
     return None
   from apache_beam.options.pipeline_options import PipelineOptions  # only when asked for
 
-  return PipelineOptions(shlex.split(_BEAM_OPTIONS.value))
+  args = shlex.split(_BEAM_OPTIONS.value)
+  if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+    args.append("--default_sdk_harness_log_level=WARNING")  # the workers' INFO off the console
+  return PipelineOptions(args)
 
 
 def main(argv: Sequence[str]) -> None:
