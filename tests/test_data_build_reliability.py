@@ -136,3 +136,14 @@ def test_rotation_tag_is_applied(tmp_path, degrees, shape, white):
   assert img[mask].mean() > 200 and img[~mask].mean() < 50
   small = decode.read_video(path, short_side=8)  # the short side of the upright frame
   assert (small.height, small.width) == ((8, 16) if shape == (16, 32) else (16, 8))
+
+
+def test_progress_lines_carry_rate_and_eta():
+  out = io.StringIO()  # not a terminal: plain lines
+  progress = base.Progress("k400 train", 4, stream=out, interval=0.0)
+  for skipped in (False, True):
+    progress.update(skipped)
+  progress.close()
+  lines = out.getvalue().splitlines()
+  assert len(lines) == 2 and lines[1].startswith("k400 train: 2/4 videos (50.0%), ")
+  assert "videos/s, skipped 1, ETA 0m00s" in lines[1]

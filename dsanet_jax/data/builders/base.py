@@ -148,10 +148,14 @@ def file_stats(path: str) -> dict[str, Any]:
 class Progress:
   """Build progress with rate and ETA: one updating line on a terminal, else a line every 30 s."""
 
-  def __init__(self, desc: str, total: int, stream: Any = None) -> None:
+  def __init__(
+    self, desc: str, total: int, stream: Any = None, interval: float | None = None
+  ) -> None:
+    """`interval`: seconds between updates (default 1 on a terminal, 30 otherwise)."""
     self.desc, self.total = desc, total
     self.stream = stream or sys.stderr
     self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
     self.done = self.skipped = 0
     self.start = self.last = time.monotonic()
 
@@ -159,7 +163,7 @@ class Progress:
     self.done += 1
     self.skipped += skipped
     now = time.monotonic()
-    if now - self.last >= (1.0 if self.tty else 30.0):
+    if now - self.last >= self.interval:
       self.last = now
       self._show(now)
 
