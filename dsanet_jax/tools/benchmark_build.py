@@ -8,9 +8,13 @@ listed `--repeat` times under another name) once per mode, at the native frame r
 decoded frame is written: frames/s counts frames decoded, resized and JPEG-encoded), and reports
 per mode: wall time of the whole build (listing, decoding, writing, shuffling; Beam: also its
 start-up), videos/s, frames/s and frames/s per worker process ("per core": one process per core).
-Then it turns the best plain per-core rate into the Kinetics-400 estimate: `--k400_videos`
-videos of `--k400_frames` frames (about 240k 10 s clips at 30 fps), hours on `--cores` cores,
-workers for a one-hour build, and size on disk from the measured bytes per stored frame.
+On a shared machine wall times depend on the other load, so it also measures CPU time, which
+the load disturbs much less: `decode`, the clips decoded, resized and encoded in this process
+(frames per CPU second = frames/s on one free core), and per plain build the CPU time of the
+main process (TFDS serialising, writing and shuffling) per frame. The Kinetics-400 estimate
+uses their sum: `--k400_videos` videos of `--k400_frames` frames (about 240k 10 s clips at 30
+fps), hours on `--cores` cores, workers for a one-hour build, and the size on disk from the
+measured bytes per stored frame.
 """
 
 import json
@@ -26,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from dsanet_jax.data import builders
+from dsanet_jax.data import builders, decode
 from dsanet_jax.data.builders import labelled_videos
 
 _CLIPS = flags.DEFINE_string("clips", "../shared/data/realclips", "The real-clips folder.")
@@ -71,12 +75,12 @@ def _measure(mode: str, workers: int, manual: pathlib.Path, data_dir: pathlib.Pa
     beam_options = PipelineOptions([*args, "--default_sdk_harness_log_level=WARNING"])
   elif mode != "plain":
     raise app.UsageError(f"unknown mode {mode!r}: plain or beam")
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), time.process_time()
   b = builders.ensure_prepared(
     "labelled_videos", str(data_dir), manual_dir=str(manual), config=cfg, num_workers=workers,
     beam_options=beam_options,
   )  # fmt: skip
-  wall = time.perf_counter() - start
+  wall, cpu = time.perf_counter() - start, time.process_time() - cpu
   split = b.info.splits["train"]
   ds = b.as_dataset(split="train", decoders={"video": tfds.decode.SkipDecoding()})
   frames = sum(int(n) for n in ds.map(lambda ex: ex["num_frames"]).as_numpy_iterator())
@@ -84,13 +88,26 @@ def _measure(mode: str, workers: int, manual: pathlib.Path, data_dir: pathlib.Pa
     mode=mode, workers=workers, videos=split.num_examples, frames=frames,
     wall_s=round(wall, 2), videos_per_s=round(split.num_examples / wall, 3),
     frames_per_s=round(frames / wall, 1), frames_per_s_per_core=round(frames / wall / workers, 1),
-    bytes=split.num_bytes,
+    bytes=split.num_bytes, main_cpu_ms_per_frame=round(1000 * cpu / frames, 3),
   )  # fmt: skip
 
 
-def _estimate(rows: list[dict]) -> dict[str, Any]:
+def _decode_rate(manual: pathlib.Path) -> dict:
+  """Frames decoded, resized and JPEG-encoded per CPU second, in this process."""
+  frames, cpu = 0, 0.0
+  for line in (manual / "list.txt").read_text().split("\n"):
+    if line:
+      task = decode.DecodeTask(str(manual / line.split()[0]), short_side=_SHORT_SIDE.value)
+      start = time.process_time()
+      frames += decode.run_task(task).num_frames
+      cpu += time.process_time() - start
+  return dict(frames=frames, cpu_s=round(cpu, 2), frames_per_cpu_s=round(frames / cpu, 1))
+
+
+def _estimate(rows: list[dict], rate: dict) -> dict[str, Any]:
   plain = [r for r in rows if r["mode"] == "plain"] or rows
-  per_core = max(r["frames_per_s_per_core"] for r in plain)
+  writer_s = min(r["main_cpu_ms_per_frame"] for r in plain) / 1000
+  per_core = round(1 / (1 / rate["frames_per_cpu_s"] + writer_s), 1)
   total = _K400_VIDEOS.value * _K400_FRAMES.value
   bytes_per_frame = sum(r["bytes"] for r in rows) / sum(r["frames"] for r in rows)
   return dict(
@@ -109,20 +126,29 @@ def main(argv: list[str]) -> None:
     manual = pathlib.Path(tmp) / "manual"
     manual.mkdir()
     listed = _manual(pathlib.Path(_CLIPS.value), manual, _REPEAT.value)
+    rate = _decode_rate(manual)
     for spec in _MODES.value:
       mode, workers = spec.split(":")
       rows.append(_measure(mode, int(workers), manual, pathlib.Path(tmp) / "data"))
-  est = _estimate(rows)
+  est = _estimate(rows, rate)
   if _JSON.value:
-    print(json.dumps(dict(listed=listed, rows=rows, kinetics400=est)))
+    print(json.dumps(dict(listed=listed, decode=rate, rows=rows, kinetics400=est)))
     return
   print(f"\n{listed} videos, short side {_SHORT_SIDE.value}, native fps, {os.cpu_count()} cores")
-  print("| build | workers | videos | frames | wall s | videos/s | frames/s | frames/s/core |")
-  print("|---|---|---|---|---|---|---|---|")
+  print(
+    f"decode in-process: {rate['frames']} frames in {rate['cpu_s']} CPU s = "
+    f"{rate['frames_per_cpu_s']} frames per CPU second"
+  )
+  print(
+    "| build | workers | videos | frames | wall s | videos/s | frames/s | frames/s/core "
+    "| main-process CPU ms/frame |"
+  )
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(
       f"| {r['mode']} | {r['workers']} | {r['videos']} | {r['frames']} | {r['wall_s']} | "
-      f"{r['videos_per_s']} | {r['frames_per_s']} | {r['frames_per_s_per_core']} |"
+      f"{r['videos_per_s']} | {r['frames_per_s']} | {r['frames_per_s_per_core']} | "
+      f"{r['main_cpu_ms_per_frame']} |"
     )
   print(
     f"\nKinetics-400 ({est['frames']:,} frames) at {est['frames_per_s_per_core']} frames/s/core: "
