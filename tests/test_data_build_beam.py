@@ -39,6 +39,7 @@ def _build(manual: pathlib.Path, data_dir: pathlib.Path, beam_options: PipelineO
     "labelled_videos", str(data_dir), manual_dir=str(manual), config=cfg, num_workers=2,
     beam_options=beam_options,
   )  # fmt: skip
+  assert not list(pathlib.Path(b.data_dir).glob("beam_items_*"))  # Beam's work files are gone
   ds = b.as_dataset(split="train", decoders={"video": tfds.decode.SkipDecoding()})
   examples = {
     ex["video_id"].decode(): (int(ex["label"]), int(ex["num_frames"]), list(ex["video"]))

@@ -226,7 +226,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     self._manual_dir_hint = manual_dir
     self._decode_timeout = decode_timeout
     self._use_beam = False
-    self._beam_splits: dict[str, int] = {}  # split -> listed videos, for a Beam build
+    self._beam_splits: dict[str, tuple[int, str]] = {}  # Beam: split -> (listed, work dir)
     super().__init__(**kwargs)
 
   # ------------------------------------------------------------------ subclass hooks
@@ -327,16 +327,20 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     from dsanet_jax.data.builders import beam_build  # Beam is imported only when asked for
 
     skipped, todo = _screen(items)
-    self._beam_splits[split] = len(items)
-    path = os.path.join(os.fspath(self.data_dir), SKIPPED_FILE.format(split=split))
+    root = os.fspath(self.data_dir)
+    work_dir = os.path.join(root, f"beam_items_{split}")
+    self._beam_splits[split] = (len(items), work_dir)
     return beam_build.GenerateSplit(
-      todo, skipped, path, config=self.builder_config, decode_timeout=self._decode_timeout
-    )
+      todo, skipped, os.path.join(root, SKIPPED_FILE.format(split=split)), work_dir,
+      config=self.builder_config, decode_timeout=self._decode_timeout,
+    )  # fmt: skip
 
   def _process_pipeline_result(self, pipeline_result: Any) -> None:
-    """After a Beam build: the skip lists the pipeline wrote go into the metadata."""
+    """After a Beam build: the skip lists the pipeline wrote go into the metadata; the item
+    files go."""
     del pipeline_result
-    for split, listed in self._beam_splits.items():
+    for split, (listed, work_dir) in self._beam_splits.items():
+      epath.Path(work_dir).rmtree(missing_ok=True)
       skipped = read_skipped(self.data_dir, split)
       if len(skipped) == listed:
         raise self._nothing_kept(split, listed, skipped)
