@@ -1,8 +1,11 @@
 """Video and frame-folder decoding for the dataset builders (PyAV, no ffmpeg binary).
 
-Every reader returns an `EncodedVideo`: one JPEG (bytes) per frame, resized so the short side is
-`short_side` (None keeps the native size), with the frame rate. Anything wrong with a file raises
-`DecodeError` whose `reason` is one of `REASONS`; the builders record it and skip the video.
+Every reader returns an `EncodedVideo`: one JPEG (bytes) per frame, upright (a display matrix /
+rotation tag is applied), resized so the short side is `short_side` (None keeps the native size),
+with the frame rate. Anything wrong with a file raises `DecodeError` whose `reason` is one of
+`REASONS`; the builders record it and skip the video. Any other exception is a bug, not bad data.
+
+`DecodePool` runs `DecodeTask`s in worker processes with a per-video time-out (the builds).
 
 PyAV pitfall (spec dependencies.md §7): converting with `frame.to_ndarray(format='rgb24')` inside a
 threaded decode builds a multithreaded swscale context per frame and crawls; we convert (and resize)

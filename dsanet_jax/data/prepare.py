@@ -154,6 +154,9 @@ def main(argv: Sequence[str]) -> None:
   if _CHECK.value:
     _print_check(builder)
     return
+  if not isinstance(builder, base.VideoDatasetBuilder):  # a prepared set read from its folder
+    _print_summary(builder)
+    return
   if builder.is_prepared() and not _OVERWRITE.value:
     stale = builder.stale_reasons(_MANUAL_DIR.value)
     if stale:
@@ -177,7 +180,7 @@ def _rate(fps: float | None) -> str:
   return "each video's native rate" if fps is None else f"{fps:g} fps"
 
 
-def _print_summary(builder: base.VideoDatasetBuilder) -> None:
+def _print_summary(builder: tfds.core.DatasetBuilder) -> None:
   info = builder.info
   print(
     f"\n{info.full_name} in {builder.data_dir} (frames at {_rate(info.metadata.get('target_fps'))})"

@@ -1,4 +1,5 @@
-"""What every video builder shares: the feature spec, the parallel encode loop, the skip records.
+"""What every video builder shares: the feature spec, the build loop (local processes or Beam),
+the skip records, the build record (metadata) and the dry-run check.
 
 The feature spec (the contract with the snippet pipeline, docs/design.md):
   video:      tfds.features.Video((None, None, None, 3), encoding_format='jpeg'): [T, H, W, 3]
@@ -368,18 +369,21 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   # ------------------------------------------------------------------ what a build depends on
   def build_record(self, manual_dir: str | None) -> dict[str, Any]:
-    """The options and annotation files of a build now (stored as `metadata['build']`)."""
+    """The options and annotation files of a build now (stored as `metadata['build']`); no
+    files when a builder that needs a manual folder is given none."""
     cfg = self.builder_config
     skip = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
     options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
     files = {}
-    roles = {f"split {k}": v for k, v in self._split_files(manual_dir).items()}
-    for role, path in {**roles, **self._other_files(manual_dir)}.items():
-      files[role] = None if path is None else dict(path=path, **file_stats(path))
+    if manual_dir or not self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      roles = {f"split {k}": v for k, v in self._split_files(manual_dir).items()}
+      for role, path in {**roles, **self._other_files(manual_dir)}.items():
+        files[role] = None if path is None else dict(path=path, **file_stats(path))
     return json.loads(json.dumps(dict(options=options, files=files), default=str))
 
   def stale_reasons(self, manual_dir: str | None = None) -> list[str]:
-    """Why the prepared dataset may not match the manual folder and options now ([]: it does)."""
+    """Why the prepared dataset may not match the manual folder and options now ([]: it does).
+    Without a manual folder (for a builder that needs one) only the options are compared."""
     manual_dir = _expand(manual_dir or self._manual_dir_hint)
     built = (self.info.metadata or {}).get("build")
     if built is None:
@@ -390,6 +394,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       old, new = built["options"].get(k), now["options"].get(k)
       if old != new:
         reasons.append(f"option {k}: built with {old!r}, now {new!r}")
+    if not now["files"] and self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      return reasons
     for role in sorted(set(built["files"]) | set(now["files"])):
       old, new = built["files"].get(role), now["files"].get(role)
       if old == new:
