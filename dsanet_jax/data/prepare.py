@@ -110,9 +110,18 @@ def _print_check(builder: base.VideoDatasetBuilder) -> None:
     print(f"    ... and {len(unref) - 20} more")
 
 
+class _NoTfdsChatter(py_logging.Filter):
+  """Drops TFDS's absl log records below ERROR (custom-config and variant-folder notices)."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.ERROR or "tensorflow_datasets" not in record.pathname
+
+
 def _quiet_third_party() -> None:
-  """Only warnings from TFDS, absl and Beam on the console; our progress line instead of TFDS's."""
+  """No INFO from absl, TensorFlow and Beam on the console, and no TFDS notices; our progress
+  line instead of TFDS's progress bars."""
   logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_NoTfdsChatter())
   for name in ("apache_beam", "tensorflow", "absl"):
     py_logging.getLogger(name).setLevel(py_logging.WARNING)
   tfds.disable_progress_bar()
