@@ -505,6 +505,8 @@ class DecodePool:
   def _collect(self, done: dict[int, EncodedVideo | DecodeError]) -> None:
     """Waits for results (or the next time-out) and puts them into `done`."""
     busy = {w.conn: w for w in self._workers if w.job is not None}
+    if not busy:
+      return
     wait_s = None
     if self.timeout is not None:
       started = min(w.job[2] for w in busy.values())
