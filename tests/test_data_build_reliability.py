@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pathlib
+import threading
 import time
 from typing import ClassVar
 
@@ -147,3 +148,16 @@ def test_progress_lines_carry_rate_and_eta():
   lines = out.getvalue().splitlines()
   assert len(lines) == 2 and lines[1].startswith("k400 train: 2/4 videos (50.0%), ")
   assert "videos/s, skipped 1, ETA 0m00s" in lines[1]
+
+
+def test_a_decoding_process_that_dies_is_recorded_as_crashed(tmp_path):
+  hang = decode.DecodeTask(str(_hanging_frame_dir(tmp_path)), is_frame_dir=True)
+  with decode.DecodePool(1, timeout=60.0) as pool:
+    results = pool.imap([hang])
+    worker = pool._workers[0]
+    killer = threading.Timer(1.0, worker.process.kill)  # dies while on the task
+    killer.start()
+    (result,) = list(results)
+    killer.join()
+  assert isinstance(result, decode.DecodeError) and result.reason == decode.CRASHED
+  assert "exit code -9" in result.detail
