@@ -378,7 +378,11 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     if manual_dir or not self.MANUAL_DOWNLOAD_INSTRUCTIONS:
       roles = {f"split {k}": v for k, v in self._split_files(manual_dir).items()}
       for role, path in {**roles, **self._other_files(manual_dir)}.items():
-        files[role] = None if path is None else dict(path=path, **file_stats(path))
+        if path is not None:  # relative to the manual folder: moving the folder changes nothing
+          rel = os.path.relpath(path, manual_dir) if manual_dir else path
+          files[role] = dict(path=path if rel.startswith("..") else rel, **file_stats(path))
+        else:
+          files[role] = None
     return json.loads(json.dumps(dict(options=options, files=files), default=str))
 
   def stale_reasons(self, manual_dir: str | None = None) -> list[str]:
