@@ -37,16 +37,6 @@ from dsanet_jax.models.dsa import DSA
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import inference, trainer
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Experiment config file.", lock_config=True
-)
-_CHECKPOINT = flags.DEFINE_string(
-  "checkpoint", None, "A training workdir or a converted checkpoint directory."
-)
-_VIDEO = flags.DEFINE_list("video", None, "Video file(s), comma separated.")
-_OUT = flags.DEFINE_string("out", "explain.png", "Where to write the figure (PNG).")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the text summary.")
-
 TOP_K = 5
 
 
@@ -332,21 +322,32 @@ def summary(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def define_flags() -> None:
+  """The command line's flags (defined when run as a program, so the module imports cleanly)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "A training workdir or a converted checkpoint directory.")
+  flags.DEFINE_list("video", None, "Video file(s), comma separated.")
+  flags.DEFINE_string("out", "explain.png", "Where to write the figure (PNG).")
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of the text summary.")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
+  f = flags.FLAGS
+  if not f["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
     logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None or _CHECKPOINT.value is None or not _VIDEO.value:
+  if f.config is None or f.checkpoint is None or not f.video:
     raise app.UsageError("--config, --checkpoint and --video are required")
-  result = explain(_CONFIG.value, _CHECKPOINT.value, list(_VIDEO.value))
-  draw(result, _OUT.value)
-  if _JSON.value:
+  result = explain(f.config, f.checkpoint, list(f.video))
+  draw(result, f.out)
+  if f.json:
     print(json.dumps(result))
   else:
     print(summary(result))
-    print(f"wrote {_OUT.value}")
+    print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

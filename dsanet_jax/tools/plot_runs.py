@@ -33,10 +33,6 @@ DEFAULT_METRICS = (
   "train/data_wait_fraction",
 )
 
-_OUT = flags.DEFINE_string("out", "curves.png", "Where to write the PNG.")
-_METRICS = flags.DEFINE_list("metrics", list(DEFAULT_METRICS), "Metrics, one panel each.")
-_X = flags.DEFINE_enum("x", "step", ["step", "epoch"], "The x axis.")
-
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -167,13 +163,22 @@ def plot_runs(runs: list[str], out: str, metrics: list[str], x: str = "step") ->
   return drawn
 
 
+def define_flags() -> None:
+  """The command line's flags (defined when run as a program, so the module imports cleanly)."""
+  flags.DEFINE_string("out", "curves.png", "Where to write the PNG.")
+  flags.DEFINE_list("metrics", list(DEFAULT_METRICS), "Metrics, one panel each.")
+  flags.DEFINE_enum("x", "step", ["step", "epoch"], "The x axis.")
+
+
 def main(argv: list[str]) -> None:
   runs = argv[1:]
   if not runs:
     raise app.UsageError("give one or more RUN directories (training workdirs)")
-  plot_runs(runs, _OUT.value, list(_METRICS.value), _X.value)
-  print(f"wrote {_OUT.value}")
+  f = flags.FLAGS
+  plot_runs(runs, f.out, list(f.metrics), f.x)
+  print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
