@@ -25,12 +25,14 @@ def _results(workdir) -> dict:
 
 def test_dsa_learns_the_order_of_events(headline_runs):
   res = _results(headline_runs.workdir("dsa"))
+  print(f"DSA top-1 {res['top1']:.4f} on {res['num_videos']} videos, {res['views']} views")
   assert res["num_videos"] == 128 and res["views"] == "8x3"
   assert res["top1"] >= 0.90, res["top1"]
 
 
 def test_tsn_stays_near_chance(headline_runs):
   res = _results(headline_runs.workdir("tsn"))
+  print(f"TSN top-1 {res['top1']:.4f} on {res['num_videos']} videos, {res['views']} views")
   assert res["num_videos"] == 128
   assert abs(res["top1"] - CHANCE) <= 0.15, res["top1"]
 
