@@ -23,9 +23,12 @@ from absl import app, flags
 
 from dsanet_jax.train import evaluator
 
-_WEIGHTS = flags.DEFINE_list("weights", None, "One weight per run (default: equal).")
-_SOFTMAX = flags.DEFINE_bool("softmax", False, "Average softmax probabilities, not raw scores.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
+
+def define_flags() -> None:
+  """The command line (defined only when run as a program, so that the module imports freely)."""
+  flags.DEFINE_list("weights", None, "One weight per run (default: equal).")
+  flags.DEFINE_bool("softmax", False, "Average softmax probabilities, not raw scores.")
+  flags.DEFINE_bool("json", False, "Print one JSON object.")
 
 
 def predictions_path(run: str) -> str:
@@ -138,9 +141,10 @@ def fuse(
 
 def main(argv: list[str]) -> None:
   runs = argv[1:]
-  weights = None if _WEIGHTS.value is None else [float(w) for w in _WEIGHTS.value]
-  out = fuse(runs, weights, softmax=_SOFTMAX.value)
-  if _JSON.value:
+  f = flags.FLAGS
+  weights = None if f.weights is None else [float(w) for w in f.weights]
+  out = fuse(runs, weights, softmax=f.softmax)
+  if f.json:
     print(json.dumps(out))
     return
   for path, w in zip(out["runs"], out["weights"]):
@@ -152,4 +156,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -27,13 +27,16 @@ from ml_collections import config_flags
 
 from dsanet_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file.", lock_config=True)
-_FRAMES = flags.DEFINE_integer("num_video_frames", None, "Frames in the video (N).")
-_SEED = flags.DEFINE_integer("seed", None, "Config seed (default: the config's `seed`).")
-_EPOCH = flags.DEFINE_integer("epoch", 0, "Training epoch of the clip.")
-_INDEX = flags.DEFINE_integer("index", 0, "Example index (position in the split) of the clip.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
-flags.mark_flags_as_required(["config", "num_video_frames"])
+
+def define_flags() -> None:
+  """The command line (defined only when run as a program, so that the module imports freely)."""
+  config_flags.DEFINE_config_file("config", None, "A config file.", lock_config=True)
+  flags.DEFINE_integer("num_video_frames", None, "Frames in the video (N).")
+  flags.DEFINE_integer("seed", None, "Config seed (default: the config's `seed`).")
+  flags.DEFINE_integer("epoch", 0, "Training epoch of the clip.")
+  flags.DEFINE_integer("index", 0, "Example index (position in the split) of the clip.")
+  flags.DEFINE_bool("json", False, "Print one JSON object.")
+  flags.mark_flags_as_required(["config", "num_video_frames"])
 
 
 def _distinct(snippets: list[list[int]]) -> bool:
@@ -69,11 +72,12 @@ def sample_frames(
 
 def main(argv: list[str]) -> None:
   del argv
-  config = _CONFIG.value
-  if _SEED.value is not None:
-    config.seed = _SEED.value
-  out = sample_frames(config, _FRAMES.value, epoch=_EPOCH.value, index=_INDEX.value)
-  if _JSON.value:
+  f = flags.FLAGS
+  config = f.config
+  if f.seed is not None:
+    config.seed = f.seed
+  out = sample_frames(config, f.num_video_frames, epoch=f.epoch, index=f.index)
+  if f.json:
     print(json.dumps(out))
     return
   n = out["num_video_frames"]
@@ -88,4 +92,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
