@@ -1,6 +1,7 @@
 """DSA + I3D ResNet-18 (res4/res5 3x3x3) with U=4 snippets x T=4 frames.
 
-Command (ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps):
+Command:
+  # ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps
   python main.py --config=configs/kinetics400/dsa_i3d_r18.py --workdir=WORKDIR \
     --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 (init_from: torchvision's resnet18-f37072fd.pth; the original shipped no resnet18.pth.)

@@ -1,6 +1,7 @@
 """DSA + I3D ResNet-50 on Kinetics-400: the original's only recipe (spec dsanet.md §5).
 
-Command (ImageNet ResNet-50 inflated at start-up, as the original; dataset built at 30 fps):
+Command:
+  # ImageNet ResNet-50 inflated at start-up, as the original; dataset built at 30 fps
   python -m dsanet_jax.data.prepare --dataset=kinetics400 --manual_dir=/data/k400 \
     --data_dir=/data/tfds
   python main.py --config=configs/kinetics400/dsa_i3d_r50.py --workdir=WORKDIR \

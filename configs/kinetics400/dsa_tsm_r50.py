@@ -3,7 +3,8 @@ residual branch input, along the video's U*T frames) and DSA inserted as in dsa_
 
 The original code cannot combine TSM and DSA (spec dsanet.md §3.3); this code base can.
 
-Command (ImageNet ResNet-50, a 2D network: loaded without inflation; dataset at 30 fps):
+Command:
+  # ImageNet ResNet-50, a 2D network: loaded without inflation; dataset at 30 fps
   python main.py --config=configs/kinetics400/dsa_tsm_r50.py --workdir=WORKDIR \
     --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 

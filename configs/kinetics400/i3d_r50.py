@@ -1,7 +1,8 @@
 """TSN + I3D ResNet-50 on Kinetics-400: the DSA recipe without DSA (plain I3D per snippet, logits
 averaged over the U=4 snippets).
 
-Command (ImageNet ResNet-50 inflated at start-up; dataset built at 30 fps):
+Command:
+  # ImageNet ResNet-50 inflated at start-up; dataset built at 30 fps
   python main.py --config=configs/kinetics400/i3d_r50.py --workdir=WORKDIR \
     --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 

@@ -1,7 +1,8 @@
 """SENet + I3D ResNet-18: an SE module (reduction 16) at DSA's place (position II of block 1 of
 res3 and res4), U=4 x T=4.
 
-Command (ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps):
+Command:
+  # ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps
   python main.py --config=configs/kinetics400/se_i3d_r18.py --workdir=WORKDIR \
     --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 

@@ -1,7 +1,8 @@
 """V4D + I3D ResNet-18: V4D's R4D block (x + dense (3,3,1,1) conv over (U, T, H, W)) after block 1
 of res3 (128 ch) and of res4 (256 ch), U=4 x T=4 (spec dsanet.md §8).
 
-Command (ImageNet ResNet-18 inflated at start-up, R4D blocks fresh; dataset built at 30 fps):
+Command:
+  # ImageNet ResNet-18 inflated at start-up, R4D blocks fresh; dataset built at 30 fps
   python main.py --config=configs/kinetics400/v4d_i3d_r18.py --workdir=WORKDIR \
     --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 

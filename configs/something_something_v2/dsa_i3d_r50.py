@@ -1,7 +1,8 @@
 """DSA + I3D ResNet-50 on Something-Something V2 (174 classes), U=4 snippets x T=8 consecutive
 frames, no horizontal flip.
 
-Command (ImageNet ResNet-50 inflated at start-up, as the original's K400 recipe):
+Command:
+  # ImageNet ResNet-50 inflated at start-up, as the original's K400 recipe
   python -m dsanet_jax.data.prepare --dataset=something_something_v2 --manual_dir=/data/ssv2 \
     --data_dir=/data/tfds
   python main.py --config=configs/something_something_v2/dsa_i3d_r50.py --workdir=WORKDIR \
