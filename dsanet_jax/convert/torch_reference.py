@@ -33,25 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# depth -> (block kind, blocks per stage)
-ARCH: dict[int, tuple[str, tuple[int, ...]]] = {
-  18: ("basic", (2, 2, 2, 2)),
-  34: ("basic", (3, 4, 6, 3)),
-  50: ("bottleneck", (3, 4, 6, 3)),
-  101: ("bottleneck", (3, 4, 23, 3)),
-}
+# ARCH: depth -> (block kind, blocks per stage), shared with the JAX model (a fact, not code)
+from dsanet_jax.models.resnet import ARCH, expand_stage_flags
+
 EXPANSION = {"basic": 1, "bottleneck": 4}
 INSERT_PLACES = ("res_1", "res_2", "res_3", "res_4", "bottom")
-
-
-def expand_freq(freq: int | Sequence[int], num_blocks: int, what: str) -> tuple[int, ...]:
-  """Expands one stage's `0 | 1 | (flag per block)` to a flag per block."""
-  if isinstance(freq, int):
-    return (int(freq),) * num_blocks
-  freq = tuple(int(f) for f in freq)
-  if len(freq) != num_blocks:
-    raise ValueError(f"{what}: {len(freq)} flags {freq} for a stage of {num_blocks} blocks")
-  return freq
 
 
 # ------------------------------------------------------------------ temporal modules
@@ -245,11 +231,12 @@ class ResNetI3D(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
     inplanes = base_width
+    inflate_all = expand_stage_flags(inflate_freq, blocks, key="inflate_freq")
+    insert_all = expand_stage_flags(insert_freq, blocks, key="insert_freq")
     for i, n in enumerate(blocks):
       planes = base_width * 2**i
       stride = 1 if i == 0 else 2
-      inflate = expand_freq(inflate_freq[i], n, f"inflate_freq[{i}]")
-      insert = expand_freq(insert_freq[i], n, f"insert_freq[{i}]")
+      inflate, insert = inflate_all[i], insert_all[i]
       layers: list[nn.Module] = []
       for b in range(n):
         cout = planes * EXPANSION[kind]
@@ -402,7 +389,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
       m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
       if m.bias is not None:
         m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+    elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
       c = m.num_features
       m.weight.copy_(0.5 + torch.rand(c, generator=g))
       m.bias.copy_(torch.randn(c, generator=g) * 0.2)

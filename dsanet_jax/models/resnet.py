@@ -10,6 +10,7 @@ paper's positions I-IV, 'bottom' = on the block output), 'r4d' after the block (
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -255,6 +256,22 @@ def expand_stage_flags(freq, num_blocks: Sequence[int], *, key: str) -> list[tup
       raise ValueError(f"{key}[{s}]={f!r}: flags must be 0 or 1")
     out.append(tuple(int(v) for v in f))
   return out
+
+
+def compress_stage_flags(freq: Any) -> Any:
+  """The config's canonical form of per-stage flags: all-0 -> 0, all-1 -> 1, else a tuple of 0/1.
+
+  Accepts `expand_stage_flags`'s output or a config value (`(0, (1, 1), (0, 1), 0)` ->
+  `(0, 1, (0, 1), 0)`); anything that is not a sequence (None, a missing field) is returned as is.
+  """
+  if not isinstance(freq, Sequence) or isinstance(freq, str):
+    return freq
+  out = []
+  for f in freq:
+    if isinstance(f, Sequence) and f and all(v == f[0] for v in f):
+      f = int(f[0])
+    out.append(int(f) if isinstance(f, int | bool) else tuple(int(v) for v in f))
+  return tuple(out)
 
 
 class ResNet3d(nnx.Module):
