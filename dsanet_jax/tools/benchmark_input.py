@@ -35,15 +35,6 @@ from ml_collections import config_flags
 
 from dsanet_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Clips per batch (one process).")
-_BATCHES = flags.DEFINE_integer("num_batches", 12, "Batches per timed pipeline window.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "(raw, pipeline) measurement rounds.")
-_RAW_CLIPS = flags.DEFINE_integer(
-  "raw_clips", 48, "Clips whose sampled JPEGs (and crop boxes) the raw rate decodes."
-)
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
-
 
 def sampled_crops(
   cfg: ml_collections.ConfigDict, num_clips: int, builder: tfds.core.DatasetBuilder
@@ -102,10 +93,12 @@ def run(
   num_batches: int = 12,
   repeats: int = 5,
   raw_clips: int = 48,
+  builder: tfds.core.DatasetBuilder | None = None,
 ) -> dict:
   """`repeats` rounds of (raw decode of `raw_clips` clips' crops, `num_batches` pipeline batches of
-  `batch_size` clips); returns the medians and every round."""
-  builder = pipeline.load_builder(cfg)
+  `batch_size` clips) on `builder` (default: the config's dataset); returns the medians and every
+  round."""
+  builder = builder or pipeline.load_builder(cfg)
   u, t = cfg.model.num_segments, cfg.data.num_frames
   fpc = u * t
   jpegs, boxes = sampled_crops(cfg, raw_clips, builder)
@@ -159,19 +152,32 @@ def run(
   }
 
 
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so that tests can import it)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.DEFINE_integer("batch_size", 8, "Clips per batch (one process).")
+  flags.DEFINE_integer("num_batches", 12, "Batches per timed pipeline window.")
+  flags.DEFINE_integer("repeats", 5, "(raw, pipeline) measurement rounds.")
+  flags.DEFINE_integer(
+    "raw_clips", 48, "Clips whose sampled JPEGs (and crop boxes) the raw rate decodes."
+  )
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv: list[str]) -> None:
   del argv
-  cfg = _CONFIG.value
+  cfg = flags.FLAGS.config
   if cfg is None:
     raise app.UsageError("--config=path/to/config.py is required")
   r = run(
     cfg,
-    batch_size=_BATCH.value,
-    num_batches=_BATCHES.value,
-    repeats=_REPEATS.value,
-    raw_clips=_RAW_CLIPS.value,
+    batch_size=flags.FLAGS.batch_size,
+    num_batches=flags.FLAGS.num_batches,
+    repeats=flags.FLAGS.repeats,
+    raw_clips=flags.FLAGS.raw_clips,
   )
-  if _JSON.value:
+  if flags.FLAGS.json:
     print(json.dumps(r))
     return
   print(
@@ -192,4 +198,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -39,16 +39,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object.")
-_BATCH = flags.DEFINE_integer("batch", 2, "Videos per step.")
-_FRAMES = flags.DEFINE_integer("frames", 4, "T frames per snippet.")
-_SIZE = flags.DEFINE_integer("size", 112, "Crop size.")
-_STEPS = flags.DEFINE_integer("steps", 7, "Timed rounds (median and best reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed rounds after compilation.")
-_TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
-flags.mark_flags_as_required(["config"])
-
 Run = Callable[[], None]
 
 
@@ -276,22 +266,36 @@ def _print(r: dict[str, Any]) -> None:
   )
 
 
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so that tests can import it)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.DEFINE_bool("json", False, "Print one JSON object.")
+  flags.DEFINE_integer("batch", 2, "Videos per step.")
+  flags.DEFINE_integer("frames", 4, "T frames per snippet.")
+  flags.DEFINE_integer("size", 112, "Crop size.")
+  flags.DEFINE_integer("steps", 7, "Timed rounds (median and best reported).")
+  flags.DEFINE_integer("warmup", 2, "Untimed rounds after compilation.")
+  flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv: list[str]) -> None:
   del argv
   r = benchmark(
-    _CONFIG.value,
-    batch=_BATCH.value,
-    frames=_FRAMES.value,
-    size=_SIZE.value,
-    steps=_STEPS.value,
-    warmup=_WARMUP.value,
-    with_torch=_TORCH.value,
+    flags.FLAGS.config,
+    batch=flags.FLAGS.batch,
+    frames=flags.FLAGS.frames,
+    size=flags.FLAGS.size,
+    steps=flags.FLAGS.steps,
+    warmup=flags.FLAGS.warmup,
+    with_torch=flags.FLAGS.torch,
   )
-  if _JSON.value:
+  if flags.FLAGS.json:
     print(json.dumps(r), flush=True)
   else:
     _print(r)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
