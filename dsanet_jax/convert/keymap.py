@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
+
 # ARCH: depth -> (block kind, blocks per stage)
 from dsanet_jax.models.resnet import ARCH, compress_stage_flags, expand_stage_flags
 

@@ -27,10 +27,11 @@ returns logits averaged over U `[N, K]` (the original flattens to `[N*U, 3, T, H
 `downsample.0/1`, `fc`), for the inflation tests (torchvision itself is not a dependency).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from ml_collections import ConfigDict
 from torch import nn
 
 # ARCH: depth -> (block kind, blocks per stage), shared with the JAX model (a fact, not code)
@@ -54,7 +55,7 @@ class DSA(nn.Module):
     alpha: int = 2,
     split_ratio: float = 1 / 8,
     with_identity: bool = False,
-  ):
+  ) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.kernel_size = kernel_size
@@ -93,7 +94,7 @@ class DSA(nn.Module):
 class R4D(nn.Module):
   """V4D's residual 4D block (spec §8): x + Conv(3x3 over (U, T)) of x; `[N*U, C, T, H, W]`."""
 
-  def __init__(self, channels: int, num_segments: int = 4):
+  def __init__(self, channels: int, num_segments: int = 4) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.tsa = nn.Conv3d(channels, channels, (3, 3, 1), padding=(1, 1, 0), bias=False)
@@ -113,12 +114,33 @@ def _conv3d(cin: int, cout: int, k: tuple, s: tuple = (1, 1, 1)) -> nn.Conv3d:
   return nn.Conv3d(cin, cout, k, stride=s, padding=tuple(x // 2 for x in k), bias=False)
 
 
-class BasicBlock3d(nn.Module):
+Hook = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+class _Block3d(nn.Module):
+  """The residual add shared by both block kinds; `dsa` runs at `place` ('res_1'..'res_4' inside
+  the branch, 'bottom' on the block output)."""
+
+  downsample: nn.Module | None
+  relu: nn.Module
+
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
+    raise NotImplementedError
+
+  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
+    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
+    identity = x if self.downsample is None else self.downsample(x)
+    return hook("bottom", self.relu(self.branch(x, hook) + identity))
+
+
+class BasicBlock3d(_Block3d):
   """I3D BasicBlock: an inflated block has two 3x3x3 convs, otherwise 1x3x3 (spec §3.1)."""
 
   expansion = 1
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample, inflate: bool):
+  def __init__(
+    self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, inflate: bool
+  ) -> None:
     super().__init__()
     k = (3, 3, 3) if inflate else (1, 3, 3)
     self.conv1 = _conv3d(inplanes, planes, k, (1, stride, stride))
@@ -128,23 +150,26 @@ class BasicBlock3d(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.downsample = downsample
 
-  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
-    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
-    identity = x if self.downsample is None else self.downsample(x)
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
     out = self.relu(self.bn1(self.conv1(hook("res_1", x))))
     out = self.bn2(self.conv2(hook("res_2", out)))
-    out = hook("res_3", out)
-    return hook("bottom", self.relu(out + identity))
+    return hook("res_3", out)
 
 
-class Bottleneck3d(nn.Module):
+class Bottleneck3d(_Block3d):
   """I3D Bottleneck, 'pytorch' style (stride on conv2); inflate '3x1x1' or '3x3x3' (spec §3.1)."""
 
   expansion = 4
 
   def __init__(
-    self, inplanes: int, planes: int, stride: int, downsample, inflate: bool, style: str = "3x1x1"
-  ):
+    self,
+    inplanes: int,
+    planes: int,
+    stride: int,
+    downsample: nn.Module | None,
+    inflate: bool,
+    style: str = "3x1x1",
+  ) -> None:
     super().__init__()
     if style not in ("3x1x1", "3x3x3"):
       raise ValueError(f"inflate_style {style!r}: expected '3x1x1' or '3x3x3'")
@@ -159,20 +184,17 @@ class Bottleneck3d(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.downsample = downsample
 
-  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
-    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
-    identity = x if self.downsample is None else self.downsample(x)
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
     out = self.relu(self.bn1(self.conv1(hook("res_1", x))))
     out = self.relu(self.bn2(self.conv2(hook("res_2", out))))
     out = self.bn3(self.conv3(hook("res_3", out)))
-    out = hook("res_4", out)
-    return hook("bottom", self.relu(out + identity))
+    return hook("res_4", out)
 
 
 class DSABlock(nn.Module):
   """The original's `DSABasicblock` / `DSABottleneck`: the block as `block`, the DSA as `dsa`."""
 
-  def __init__(self, block: nn.Module, dsa: DSA, place: str):
+  def __init__(self, block: nn.Module, dsa: DSA, place: str) -> None:
     super().__init__()
     self.block = block
     self.dsa = dsa
@@ -219,7 +241,7 @@ class ResNetI3D(nn.Module):
     beta: float = 1 / 8,
     kernel_size: int = 3,
     with_identity: bool = False,
-  ):
+  ) -> None:
     super().__init__()
     if depth not in ARCH:
       raise ValueError(f"depth {depth}: expected one of {sorted(ARCH)}")
@@ -274,7 +296,7 @@ class ResNetI3D(nn.Module):
 class I3DClsHead(nn.Module):
   """Global average pool, dropout, `fc_cls`; logits averaged over snippets (spec §3.2)."""
 
-  def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5):
+  def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5) -> None:
     super().__init__()
     self.dropout = nn.Dropout(dropout)
     self.fc_cls = nn.Linear(in_channels, num_classes)
@@ -289,7 +311,9 @@ class I3DClsHead(nn.Module):
 class Recognizer(nn.Module):
   """`Recognizer3D`: backbone over the N*U snippets, head, logits averaged over U."""
 
-  def __init__(self, backbone: ResNetI3D, num_classes: int, num_segments: int, dropout: float):
+  def __init__(
+    self, backbone: ResNetI3D, num_classes: int, num_segments: int, dropout: float
+  ) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.backbone = backbone
@@ -357,7 +381,7 @@ def build_reference(
   return Recognizer(backbone, num_classes, num_segments, dropout)
 
 
-def build_reference_from_config(model_cfg) -> Recognizer:
+def build_reference_from_config(model_cfg: ConfigDict) -> Recognizer:
   """`build_reference` from a `config.model` ConfigDict (backbone 'i3d_resnet')."""
   if model_cfg.backbone != "i3d_resnet":
     raise ValueError(f"model.backbone={model_cfg.backbone!r}: the reference has only 'i3d_resnet'")
@@ -405,7 +429,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
 class BasicBlock2d(nn.Module):
   expansion = 1
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample):
+  def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
     super().__init__()
     self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
@@ -423,7 +447,7 @@ class BasicBlock2d(nn.Module):
 class Bottleneck2d(nn.Module):
   expansion = 4
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample):
+  def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
     super().__init__()
     self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
@@ -444,7 +468,7 @@ class Bottleneck2d(nn.Module):
 class ResNet2D(nn.Module):
   """torchvision-layout ResNet (v1.5: stride on the 3x3 conv). `[B, 3, H, W]` -> `[B, K]`."""
 
-  def __init__(self, depth: int, num_classes: int = 1000, base_width: int = 64):
+  def __init__(self, depth: int, num_classes: int = 1000, base_width: int = 64) -> None:
     super().__init__()
     kind, blocks = ARCH[depth]
     block_cls = BasicBlock2d if kind == "basic" else Bottleneck2d

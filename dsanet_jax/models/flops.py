@@ -87,7 +87,7 @@ def count_gmacs(
   model.eval()
   graphdef, state = nnx.split(model)
 
-  def forward(state, video):
+  def forward(state: nnx.State, video: jax.Array) -> jax.Array:
     return nnx.merge(graphdef, state)(video)
 
   shape = (u, int(num_frames), int(crop_size), int(crop_size), 3)

@@ -182,7 +182,7 @@ class Conv(nnx.Module):
     impl: str = "auto",
     dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     shape = (*kernel_size, in_features, out_features)
     self.kernel = nnx.Param(kaiming_normal_fan_out(rngs.params(), shape))
     self.stride = tuple(stride)
@@ -207,7 +207,7 @@ class Linear(nnx.Module):
     init: str = "torch",
     dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     if init == "torch":  # PyTorch nn.Linear default
       self.kernel = nnx.Param(
         torch_default_uniform(rngs.params(), (in_features, out_features), in_features)
@@ -248,7 +248,7 @@ class BatchNorm(nnx.Module):
     epsilon: float = 1e-5,
     dtype: jnp.dtype = jnp.float32,
     use_running_average: bool = False,
-  ):
+  ) -> None:
     self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
