@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 import torch
 from flax import nnx
 
@@ -13,6 +12,7 @@ from dsanet_jax.convert import torch_reference as tr
 from dsanet_jax.data import pipeline, transforms
 from dsanet_jax.models import build_model
 from dsanet_jax.tools import benchmark_input, benchmark_model
+from tests import test_data_pipeline as tdp
 
 # ------------------------------------------------------------------ benchmark_model
 
@@ -67,28 +67,12 @@ def test_benchmark_steps_make_the_same_update():
 
 # ------------------------------------------------------------------ benchmark_input
 
-H, W = 48, 64
+H, W = tdp.H, tdp.W
 
 
-class RampVideos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Frames whose colour encodes the position (x, y) and the frame index: crops are recognisable."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  code_path = None
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      features=tfds.features.FeaturesDict(
-        {
-          "video": tfds.features.Video(shape=(None, H, W, 3), encoding_format="jpeg"),
-          "label": tfds.features.ClassLabel(names=["a", "b"]),
-          "video_id": tfds.features.Text(),
-          "num_frames": tf.int32,
-          "fps": tf.float32,
-        }
-      ),
-    )
+class RampVideos(tdp.TinyVideos, skip_registration=True):
+  """TinyVideos' features; frames whose colour encodes the position (x, y) and the frame index,
+  so that crops are recognisable."""
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples()}
@@ -101,7 +85,8 @@ class RampVideos(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         np.stack([x * 255 // W, y * 255 // H, np.full_like(x, 8 * j)], -1).astype(np.uint8)
         for j in range(nf)
       ]
-      yield f"v{i}", {"video": np.stack(frames), "label": i % 2, "video_id": f"v{i}",
+      label = i % len(tdp.CLASSES)
+      yield f"v{i}", {"video": np.stack(frames), "label": label, "video_id": f"v{i}",
                       "num_frames": nf, "fps": 25.0}  # fmt: skip
 
 
