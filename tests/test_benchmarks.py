@@ -23,7 +23,8 @@ def _step_config(clip: float):
   m.depth, m.base_width, m.num_classes, m.insert_freq = 18, 4, 5, DSA_R18_INSERT_FREQ
   m.dropout_rate, m.bn_group_size = 0.0, 0  # dropout masks cannot agree across frameworks
   t = c.train
-  t.base_lr, t.warmup_epochs, t.weight_decay, t.grad_clip_norm = 0.5, 0.0, 1e-3, clip
+  t.base_lr, t.weight_decay, t.grad_clip_norm = 0.5, 1e-3, clip
+  t.warmup_epochs, t.warmup_start_factor = 0.05, 0.5  # 5 warm-up steps: the rate changes per step
   return c
 
 
