@@ -13,6 +13,7 @@ from dsanet_jax.convert import checkpoint_io, inflate, keymap, port, torch_check
 from dsanet_jax.convert import torch_reference as tr
 from dsanet_jax.convert.keymap import ConversionError
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
+from dsanet_jax.models.resnet import compress_stage_flags
 
 BW = 8  # reduced base width: same shapes across tests, so JAX compiles are shared
 R18_FREQ = (0, (0, 1), (0, 1), 0)
@@ -258,7 +259,7 @@ def test_architecture_checked_against_config():
     port.convert_state_dict(sd, new_model(other), other)
   info = keymap.infer_architecture(sd)
   assert info["num_segments"] == 4 and info["dsa.alpha"] == 2 and info["dsa.kernel_size"] == 3
-  assert keymap.compress_flags(info["insert_flags"]) == R18_FREQ
+  assert compress_stage_flags(info["insert_flags"]) == R18_FREQ
 
 
 def test_allow_new_head_reinitialises_only_the_head(tmp_path):

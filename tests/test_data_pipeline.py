@@ -394,7 +394,7 @@ def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
   def read(start, end):
     return {
       int(ex["index"]): (ex["video_id"], ex["label"], ex["video"].shape[0])
-      for ex in pipeline._read(builder, "train", start, end).as_numpy_iterator()
+      for ex in pipeline.read_examples(builder, "train", start, end).as_numpy_iterator()
     }
 
   direct = [read(0, 10), read(3, 8), read(5, 5)]
@@ -418,7 +418,7 @@ def test_eval_prepare_of_one_example_equals_the_pipeline(builder):
       **kw,
     )
   )
-  ex = next(iter(pipeline._read(builder, "validation", 2, 3)))
+  ex = next(iter(pipeline.read_examples(builder, "validation", 2, 3)))
   one = pipeline._eval_prepare(cfg, kw["num_segments"], kw["num_crops"], kw["crop_size"], ex)
   (i,) = np.flatnonzero(b["video_id"] == one["video_id"].numpy())
   np.testing.assert_array_equal(one["video"].numpy(), b["video"][i])
@@ -440,7 +440,9 @@ def test_eval_crops_are_left_centre_right_per_crop_major():
 def test_file_order_shuffle_is_a_seeded_permutation(builder):
   def order(seed):
     s = None if seed is None else tf.constant(seed, tf.int64)
-    return [int(ex["index"]) for ex in pipeline._read(builder, "train", 1, 10, file_order_seed=s)]
+    return [
+      int(ex["index"]) for ex in pipeline.read_examples(builder, "train", 1, 10, file_order_seed=s)
+    ]
 
   orders = {tuple(order(s)) for s in range(6)}
   assert all(sorted(o) == list(range(1, 10)) for o in orders) and len(orders) > 1

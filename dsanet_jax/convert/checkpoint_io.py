@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from dsanet_jax.models import build_model
+from dsanet_jax.models.resnet import compress_stage_flags
 
 FORMAT = "dsanet_jax.model/1"
 METADATA_FILE = "metadata.json"
@@ -92,23 +93,12 @@ def architecture_differences(stored: Mapping, model_cfg: Mapping) -> list[str]:
   for f in fields:
     a, b = _get(stored, f), _get(given, f)
     if f in ("insert_freq", "inflate_freq"):  # 1 / 0 vs explicit flags: compare expanded
-      a, b = _norm_flags(a), _norm_flags(b)
+      a, b = compress_stage_flags(a), compress_stage_flags(b)
     if a != b:
       out.append(
         f"model.{f}: the checkpoint has {_get(stored, f)!r}, the config {_get(given, f)!r}"
       )
   return out
-
-
-def _norm_flags(freq: Any) -> Any:
-  if not isinstance(freq, tuple):
-    return freq
-  out = []
-  for f in freq:
-    if isinstance(f, tuple) and f and all(v == f[0] for v in f):
-      f = int(f[0])
-    out.append(f)
-  return tuple(out)
 
 
 def abstract_model(model_cfg: ml_collections.ConfigDict, seed: int = 0) -> nnx.Module:

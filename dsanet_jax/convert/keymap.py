@@ -25,11 +25,15 @@ handful of renames plus layout transforms:
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import ml_collections
 import numpy as np
 
 from dsanet_jax.convert.torch_checkpoint import CheckpointError
-from dsanet_jax.models.resnet import ARCH  # depth -> (block kind, blocks per stage)
+
+# ARCH: depth -> (block kind, blocks per stage)
+from dsanet_jax.models.resnet import ARCH, compress_stage_flags, expand_stage_flags
 
 _BN_LEAF = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
 _DSA_SUB = {"fc1": "generate.0", "bn": "generate.1", "fc2": "generate.3"}
@@ -168,6 +172,55 @@ def to_torch(entry: Entry, w: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ reading the architecture
 
 
+def _scan_stage(sd: Mapping[str, np.ndarray], s: int, blocks: Mapping[int, set[str]]) -> dict:
+  """One stage's keys -> block count, per-block aggregation ('dsa' | 'r4d' | 0), per-block
+  temporal kernel sizes (kt of conv1, kt of conv2), bottleneck-ness and its first DSA's weights."""
+  flags, kts, bottleneck, dsa_w = [], [], False, None
+  for i in sorted(blocks):
+    rests = blocks[i]
+    if rests == {"tsa.weight"}:  # an R4D element of V4D's Sequential
+      if flags:
+        flags[-1] = "r4d"
+      continue
+    has_dsa = any(r.startswith("dsa.") for r in rests)
+    flags.append("dsa" if has_dsa else 0)
+    pre = f"backbone.layer{s}.{i}." + ("block." if has_dsa else "")
+    bottleneck = bottleneck or any(r.endswith("conv3.weight") for r in rests)
+    kt = []
+    for conv in ("conv1", "conv2"):
+      w = sd.get(pre + conv + ".weight")
+      kt.append(int(w.shape[2]) if w is not None and w.ndim == 5 else 1)
+    kts.append(tuple(kt))
+    if has_dsa and dsa_w is None:
+      dsa = f"backbone.layer{s}.{i}.dsa.generate."
+      dsa_w = (sd.get(dsa + "0.weight"), sd.get(dsa + "3.weight"))
+  return {"blocks": len(kts), "flags": flags, "kts": kts, "bottleneck": bottleneck, "dsa": dsa_w}
+
+
+def _inflate_info(kind: str, kts: Sequence[Sequence[tuple[int, int]]]) -> dict:
+  """Per-block temporal kernel sizes -> `inflate_flags` (and `inflate_style` for Bottlenecks)."""
+  if kind == "basic":
+    return {"inflate_flags": tuple(tuple(int(k1 == 3) for k1, _ in st) for st in kts)}
+  info: dict = {"inflate_flags": tuple(tuple(int(3 in k) for k in st) for st in kts)}
+  if any(3 in k for st in kts for k in st):
+    info["inflate_style"] = "3x3x3" if any(k2 == 3 for st in kts for _, k2 in st) else "3x1x1"
+  return info
+
+
+def _dsa_info(dsa_w: tuple[np.ndarray | None, np.ndarray | None] | None) -> dict:
+  """DSA's `generate.0` (aU, U) and `generate.3` (L, aU) weights -> U, alpha, kernel size."""
+  info: dict = {}
+  if dsa_w is None or dsa_w[0] is None or dsa_w[0].ndim != 2:
+    return info
+  hidden, u = dsa_w[0].shape
+  info["num_segments"] = int(u)
+  if hidden % u == 0:
+    info["dsa.alpha"] = hidden // u
+  if dsa_w[1] is not None and dsa_w[1].ndim == 2:
+    info["dsa.kernel_size"] = int(dsa_w[1].shape[0])
+  return info
+
+
 def infer_architecture(sd: Mapping[str, np.ndarray]) -> dict:
   """What the original keys tell: depth, widths, classes, aggregation, insertion map, U, alpha.
 
@@ -186,78 +239,53 @@ def infer_architecture(sd: Mapping[str, np.ndarray]) -> dict:
     info["num_classes"] = int(sd["cls_head.fc_cls.weight"].shape[0])
   if sorted(stages) != [1, 2, 3, 4]:
     return info
-  counts, flags, inflate, bottleneck, dsa_w = [], [], [], None, None
-  for s in (1, 2, 3, 4):
-    blocks, stage_flags, stage_inflate = 0, [], []
-    for i in sorted(stages[s]):
-      rests = stages[s][i]
-      if rests == {"tsa.weight"}:  # an R4D element of V4D's Sequential
-        if stage_flags:
-          stage_flags[-1] = "r4d"
-        continue
-      blocks += 1
-      has_dsa = any(r.startswith("dsa.") for r in rests)
-      stage_flags.append("dsa" if has_dsa else 0)
-      pre = f"backbone.layer{s}.{i}." + ("block." if has_dsa else "")
-      bottleneck = bottleneck or any(r.endswith("conv3.weight") for r in rests)
-      c1, c2 = sd.get(pre + "conv1.weight"), sd.get(pre + "conv2.weight")
-      kt1 = int(c1.shape[2]) if c1 is not None and c1.ndim == 5 else 1
-      kt2 = int(c2.shape[2]) if c2 is not None and c2.ndim == 5 else 1
-      stage_inflate.append((kt1, kt2))
-      if has_dsa and dsa_w is None:
-        dsa = f"backbone.layer{s}.{i}.dsa.generate."
-        dsa_w = (sd.get(dsa + "0.weight"), sd.get(dsa + "3.weight"))
-    counts.append(blocks)
-    flags.append(stage_flags)
-    inflate.append(stage_inflate)
-  kind = "bottleneck" if bottleneck else "basic"
-  depth = next((d for d, (k, c) in ARCH.items() if k == kind and c == tuple(counts)), None)
+  scans = [_scan_stage(sd, s, stages[s]) for s in (1, 2, 3, 4)]
+  counts = tuple(st["blocks"] for st in scans)
+  kind = "bottleneck" if any(st["bottleneck"] for st in scans) else "basic"
+  depth = next((d for d, (k, c) in ARCH.items() if k == kind and c == counts), None)
   if depth is None:
-    info["blocks_per_stage"] = (kind, tuple(counts))
+    info["blocks_per_stage"] = (kind, counts)
     return info
   info["depth"] = depth
-  kinds = {f for st in flags for f in st if f}
+  kinds = {f for st in scans for f in st["flags"] if f}
   if len(kinds) > 1:
     info["aggregation"] = "mixed: " + "+".join(sorted(kinds))
     return info
   agg = kinds.pop() if kinds else "tsn"
   info["aggregation"] = {"r4d": "v4d"}.get(agg, agg)
-  info["insert_flags"] = tuple(tuple(int(bool(f)) for f in st) for st in flags)
-  if kind == "basic":
-    info["inflate_flags"] = tuple(tuple(int(k1 == 3) for k1, _ in st) for st in inflate)
-  else:
-    style = "3x3x3" if any(k2 == 3 for st in inflate for _, k2 in st) else "3x1x1"
-    info["inflate_flags"] = tuple(tuple(int(3 in k) for k in st) for st in inflate)
-    if any(3 in k for st in inflate for k in st):
-      info["inflate_style"] = style
-  if dsa_w is not None and dsa_w[0] is not None and dsa_w[0].ndim == 2:
-    hidden, u = dsa_w[0].shape
-    info["num_segments"] = int(u)
-    if hidden % u == 0:
-      info["dsa.alpha"] = hidden // u
-    if dsa_w[1] is not None and dsa_w[1].ndim == 2:
-      info["dsa.kernel_size"] = int(dsa_w[1].shape[0])
+  info["insert_flags"] = tuple(tuple(int(bool(f)) for f in st["flags"]) for st in scans)
+  info.update(_inflate_info(kind, [st["kts"] for st in scans]))
+  info.update(_dsa_info(next((st["dsa"] for st in scans if st["dsa"] is not None), None)))
   return info
 
 
-def expand_flags(freq, num_blocks: Sequence[int]) -> tuple[tuple[int, ...], ...]:
-  """Config-style per-stage `0 | 1 | flags` -> a flag per block (wrong lengths kept as given)."""
+def _config_value(model_cfg: ml_collections.ConfigDict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    model_cfg = model_cfg[part]
+  return model_cfg
+
+
+def _stage_differences(info: dict, model_cfg: ml_collections.ConfigDict) -> list[tuple]:
+  """(field, checkpoint value, config value) for the per-block maps that differ (same depth)."""
   out = []
-  for f, nb in zip(freq, num_blocks):
-    out.append((int(f),) * nb if isinstance(f, int | bool) else tuple(int(v) for v in f))
-  return tuple(out)
+  nb = ARCH[model_cfg.depth][1]
+  fields = [("inflate_freq", "inflate_flags")]
+  if info.get("aggregation") in ("dsa", "v4d"):
+    fields.insert(0, ("insert_freq", "insert_flags"))
+  for name, key in fields:
+    if key not in info:
+      continue
+    want = getattr(model_cfg, name)
+    if tuple(expand_stage_flags(want, nb, key=f"model.{name}")) != info[key]:
+      out.append((name, compress_stage_flags(info[key]), tuple(want)))
+  if "inflate_style" in info and ARCH[model_cfg.depth][0] == "bottleneck":
+    out.append(("inflate_style", info["inflate_style"], model_cfg.inflate_style))
+  return out
 
 
-def compress_flags(flags: Sequence[Sequence[int]]) -> tuple:
-  """The inverse of `expand_flags`, in the config's style: all-0 -> 0, all-1 -> 1, else a tuple."""
-  out = []
-  for st in flags:
-    st = tuple(st)
-    out.append(0 if not any(st) else 1 if all(st) else st)
-  return tuple(out)
-
-
-def check_architecture(info: dict, model_cfg, *, ignore: Sequence[str] = ()) -> list[str]:
+def check_architecture(
+  info: dict, model_cfg: ml_collections.ConfigDict, *, ignore: Sequence[str] = ()
+) -> list[str]:
   """Differences between what the checkpoint says (`info`) and `model_cfg`, one line each."""
   problems = []
   if "blocks_per_stage" in info:
@@ -267,41 +295,20 @@ def check_architecture(info: dict, model_cfg, *, ignore: Sequence[str] = ()) -> 
     )
   if str(info.get("aggregation", "")).startswith("mixed"):
     problems.append(f"the checkpoint mixes aggregation modules ({info['aggregation']})")
-
-  def cmp(name: str, got, want) -> None:
+  diffs = [
+    (name, info[name], _config_value(model_cfg, name))
+    for name in ("depth", "base_width", "num_classes", "num_segments", "dsa.alpha",
+                 "dsa.kernel_size")
+    if name in info
+  ]  # fmt: skip
+  if "aggregation" in info and not info["aggregation"].startswith("mixed"):
+    diffs.append(("aggregation", info["aggregation"], model_cfg.aggregation))
+  if info.get("depth") in ARCH and info.get("depth") == model_cfg.depth:
+    diffs += _stage_differences(info, model_cfg)
+  for name, got, want in diffs:
     if name not in ignore and got != want:
       problems.append(
         f"model.{name}: the config says {want!r}, the checkpoint has {got!r} "
         f"(pass --config.model.{name}={got!r} or use another checkpoint)"
       )
-
-  for name in (
-    "depth",
-    "base_width",
-    "num_classes",
-    "num_segments",
-    "dsa.alpha",
-    "dsa.kernel_size",
-  ):
-    if name in info:
-      cfg_value = model_cfg
-      for part in name.split("."):
-        cfg_value = cfg_value[part]
-      cmp(name, info[name], cfg_value)
-  if "aggregation" in info and not info["aggregation"].startswith("mixed"):
-    cmp("aggregation", info["aggregation"], model_cfg.aggregation)
-  depth = info.get("depth")
-  if depth in ARCH and depth == model_cfg.depth:
-    nb = ARCH[depth][1]
-    flags = info.get("insert_flags")
-    if (
-      info.get("aggregation") in ("dsa", "v4d") and expand_flags(model_cfg.insert_freq, nb) != flags
-    ):
-      cmp("insert_freq", compress_flags(info["insert_flags"]), tuple(model_cfg.insert_freq))
-    if (
-      "inflate_flags" in info and expand_flags(model_cfg.inflate_freq, nb) != info["inflate_flags"]
-    ):
-      cmp("inflate_freq", compress_flags(info["inflate_flags"]), tuple(model_cfg.inflate_freq))
-    if "inflate_style" in info and ARCH[depth][0] == "bottleneck":
-      cmp("inflate_style", info["inflate_style"], model_cfg.inflate_style)
   return problems

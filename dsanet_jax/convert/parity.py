@@ -1,58 +1,43 @@
-r"""Prints how closely converted models reproduce the PyTorch reference of the original code.
+r"""Prints how closely a converted model reproduces the PyTorch reference of the original code.
 
-  python -m dsanet_jax.convert.parity [--base_width=8] [--size=32] [--frames=4] [--videos=2] \
-    [--conv_impl=auto|conv3d|frames2d]
+  python -m dsanet_jax.convert.parity --config=configs/kinetics400/dsa_i3d_r18.py \
+    [--base_width=8] [--size=32] [--frames=4] [--videos=2] [--config.model.conv_impl=frames2d]
 
-For each of DSA+I3D R18, DSA+I3D R50, I3D R50 and V4D+I3D R18: the reference with random weights
-and random BatchNorm statistics -> state_dict -> conversion -> eval-mode logits and train-mode
-backbone features (batch statistics), as max|diff| / max|reference|.
+The network is the config's model (`--config.model.x=...` overrides), at `--base_width` and
+`--num_classes` (small by default: the real widths are `--base_width=64`): the reference with random
+weights and random BatchNorm statistics -> state_dict -> conversion -> eval-mode logits and
+train-mode backbone features (batch statistics), as max|diff| / max|reference|. The table of
+docs/porting.md runs it for `dsa_i3d_r18`, `dsa_i3d_r50`, `i3d_r50` and `v4d_i3d_r18`.
 """
 
 import numpy as np
 import torch
 from absl import app, flags
 from flax import nnx
+from ml_collections import ConfigDict, config_flags
 
-from configs.base import get_base_config
 from dsanet_jax.convert import checkpoint_io, port, torch_checkpoint
 from dsanet_jax.convert import torch_reference as tr
 
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _WIDTH = flags.DEFINE_integer("base_width", 8, "model.base_width (64 = the real networks).")
 _SIZE = flags.DEFINE_integer("size", 32, "Input height and width.")
 _FRAMES = flags.DEFINE_integer("frames", 4, "T, frames per snippet.")
 _VIDEOS = flags.DEFINE_integer("videos", 2, "N, videos in the batch.")
 _CLASSES = flags.DEFINE_integer("num_classes", 7, "model.num_classes.")
-_CONV_IMPL = flags.DEFINE_enum(
-  "conv_impl", "auto", ["auto", "conv3d", "frames2d"], "model.conv_impl."
-)
-
-CASES = {
-  "DSA+I3D R18": (18, "dsa", (0, (0, 1), (0, 1), 0)),
-  "DSA+I3D R50": (50, "dsa", (0, (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), 0)),
-  "I3D R50": (50, "tsn", (0, 0, 0, 0)),
-  "V4D+I3D R18": (18, "v4d", (0, (0, 1), (0, 1), 0)),
-}
+flags.mark_flags_as_required(["config"])
 
 
-def rel(got, want) -> float:
+def rel(got: np.ndarray, want: np.ndarray) -> float:
+  """max|got - want| / max|want|."""
   got, want = np.asarray(got), np.asarray(want)
   return float(np.abs(got - want).max() / np.abs(want).max())
 
 
-def measure(
-  depth: int,
-  aggregation: str,
-  insert_freq,
-  *,
-  width: int,
-  classes: int,
-  x: np.ndarray,
-  conv_impl: str = "auto",
-):
-  """(eval logits rel. error, train features rel. error) for one network."""
-  cfg = get_base_config().model
-  cfg.depth, cfg.aggregation, cfg.insert_freq = depth, aggregation, insert_freq
-  cfg.base_width, cfg.num_classes, cfg.conv_impl = width, classes, conv_impl
+def measure(cfg: ConfigDict, x: np.ndarray) -> tuple[float, float]:
+  """(eval logits rel. error, train features rel. error) of the network `cfg` (a `model`
+  section) on `x`
+  (float32 [N, U, T, H, W, 3])."""
   ref = tr.randomize_(tr.build_reference_from_config(cfg), seed=1).eval()
   sd = {k: torch_checkpoint.to_numpy(v) for k, v in ref.state_dict().items()}
   model = checkpoint_io.abstract_model(cfg)
@@ -71,18 +56,17 @@ def measure(
 
 def main(argv: list[str]) -> None:
   del argv
-  s, t, n = _SIZE.value, _FRAMES.value, _VIDEOS.value
-  x = np.random.RandomState(0).randn(n, 4, t, s, s, 3).astype(np.float32)
+  cfg = _CONFIG.value.model
+  cfg.base_width, cfg.num_classes = _WIDTH.value, _CLASSES.value
+  cfg.bn_group_size = 0  # the reference's train-mode BatchNorm normalises over the whole batch
+  s, t, n, u = _SIZE.value, _FRAMES.value, _VIDEOS.value, cfg.num_segments
+  x = np.random.RandomState(0).randn(n, u, t, s, s, 3).astype(np.float32)
+  e, f = measure(cfg, x)
   print(
-    f"base_width={_WIDTH.value}, input [N={n}, U=4, T={t}, {s}x{s}], K={_CLASSES.value}, "
-    f"conv_impl={_CONV_IMPL.value}"
+    f"depth {cfg.depth} {cfg.aggregation} insert_freq={cfg.insert_freq}, base_width="
+    f"{cfg.base_width}, input [N={n}, U={u}, T={t}, {s}x{s}], K={cfg.num_classes}, "
+    f"conv_impl={cfg.conv_impl}\n  eval logits {e:.2e}   train features {f:.2e}"
   )
-  print(f"{'network':<14} {'eval logits':>12} {'train features':>15}")
-  for name, (depth, agg, freq) in CASES.items():
-    e, f = measure(
-      depth, agg, freq, width=_WIDTH.value, classes=_CLASSES.value, x=x, conv_impl=_CONV_IMPL.value
-    )
-    print(f"{name:<14} {e:12.2e} {f:15.2e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,57 @@ def _assign(model: nnx.Module, values: Mapping[tuple, np.ndarray]) -> None:
   nnx.update(model, state)
 
 
+def _new_head_keys(
+  sd: Mapping[str, np.ndarray],
+  table: Mapping[str, keymap.Entry],
+  model_cfg: ml_collections.ConfigDict,
+  report: Report,
+) -> set[str]:
+  """--allow_new_head: the head keys to initialise fresh (none when the checkpoint's head fits)."""
+  w = sd.get(HEAD_KEYS[0])
+  if all(k in sd and tuple(sd[k].shape) == table[k].torch_shape for k in HEAD_KEYS):
+    return set()
+  got = "no head" if w is None else f"a {w.shape[0]}-class head"
+  msg = (
+    f"--allow_new_head: the checkpoint has {got}; the {model_cfg.num_classes}-class head "
+    "cls_head.fc_cls is initialised fresh (N(0, 0.01), bias 0) for fine-tuning"
+  )
+  report.notes.append(msg)
+  logging.warning(msg)
+  return set(HEAD_KEYS)
+
+
+def _values_or_fail(
+  sd: Mapping[str, np.ndarray],
+  table: Mapping[str, keymap.Entry],
+  fresh_keys: set[str],
+  *,
+  where: str,
+  allow_new_head: bool,
+) -> dict[tuple, np.ndarray]:
+  """Our arrays (by nnx path) for every table key not in `fresh_keys`; raises ConversionError
+  listing every missing, unexpected and mis-shaped key."""
+  missing = [
+    f"{k} {e.torch_shape}" for k, e in table.items() if k not in sd and k not in fresh_keys
+  ]
+  unexpected = [f"{k} {tuple(v.shape)}" for k, v in sd.items() if k not in table]
+  mismatched = []
+  values: dict[tuple, np.ndarray] = {}
+  for k, e in table.items():
+    if k in fresh_keys or k not in sd:
+      continue
+    try:
+      values[e.path] = keymap.to_ours(e, sd[k])
+    except ConversionError as err:
+      mismatched.append(str(err))
+  if missing or unexpected or mismatched:
+    msg = inflate.format_problems(where, missing, unexpected, mismatched)
+    if not allow_new_head and any(k.split(" ")[0] in HEAD_KEYS for k in missing):
+      msg += "\n  (a checkpoint without a head: pass --allow_new_head to initialise one)"
+    raise ConversionError(msg)
+  return values
+
+
 def convert_state_dict(
   sd: Mapping[str, np.ndarray],
   model: nnx.Module,
@@ -108,37 +159,8 @@ def convert_state_dict(
       "cannot tell it (DSA's parameters do not depend on the channels it acts on)"
     )
 
-  fresh_keys: set[str] = set()
-  if allow_new_head:
-    w = sd.get(HEAD_KEYS[0])
-    head_fits = all(k in sd and tuple(sd[k].shape) == table[k].torch_shape for k in HEAD_KEYS)
-    if not head_fits:
-      fresh_keys = set(HEAD_KEYS)
-      got = "no head" if w is None else f"a {w.shape[0]}-class head"
-      msg = (
-        f"--allow_new_head: the checkpoint has {got}; the {model_cfg.num_classes}-class head "
-        "cls_head.fc_cls is initialised fresh (N(0, 0.01), bias 0) for fine-tuning"
-      )
-      report.notes.append(msg)
-      logging.warning(msg)
-  missing = [
-    f"{k} {e.torch_shape}" for k, e in table.items() if k not in sd and k not in fresh_keys
-  ]
-  unexpected = [f"{k} {tuple(v.shape)}" for k, v in sd.items() if k not in table]
-  mismatched = []
-  values: dict[tuple, np.ndarray] = {}
-  for k, e in table.items():
-    if k in fresh_keys or k not in sd:
-      continue
-    try:
-      values[e.path] = keymap.to_ours(e, sd[k])
-    except ConversionError as err:
-      mismatched.append(str(err))
-  if missing or unexpected or mismatched:
-    msg = inflate.format_problems(where, missing, unexpected, mismatched)
-    if not allow_new_head and any(k.split(" ")[0] in HEAD_KEYS for k in missing):
-      msg += "\n  (a checkpoint without a head: pass --allow_new_head to initialise one)"
-    raise ConversionError(msg)
+  fresh_keys = _new_head_keys(sd, table, model_cfg, report) if allow_new_head else set()
+  values = _values_or_fail(sd, table, fresh_keys, where=where, allow_new_head=allow_new_head)
   _assign(model, values)
   report.loaded = sorted(k for k in table if k not in fresh_keys)
   report.dropped += sorted(k for k in fresh_keys if k in sd)
@@ -146,7 +168,14 @@ def convert_state_dict(
   return report
 
 
-def _convert_torchvision(sd, model, model_cfg, table, report: Report, where: str) -> Report:
+def _convert_torchvision(
+  sd: Mapping[str, np.ndarray],
+  model: nnx.Module,
+  model_cfg: ml_collections.ConfigDict,
+  table: Mapping[str, keymap.Entry],
+  report: Report,
+  where: str,
+) -> Report:
   info = keymap.infer_architecture({"backbone." + k: v for k, v in sd.items()})
   info = {k: v for k, v in info.items() if k in ("depth", "base_width", "blocks_per_stage")}
   report.inferred = info

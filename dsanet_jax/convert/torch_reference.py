@@ -27,31 +27,18 @@ returns logits averaged over U `[N, K]` (the original flattens to `[N*U, 3, T, H
 `downsample.0/1`, `fc`), for the inflation tests (torchvision itself is not a dependency).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from ml_collections import ConfigDict
 from torch import nn
 
-# depth -> (block kind, blocks per stage)
-ARCH: dict[int, tuple[str, tuple[int, ...]]] = {
-  18: ("basic", (2, 2, 2, 2)),
-  34: ("basic", (3, 4, 6, 3)),
-  50: ("bottleneck", (3, 4, 6, 3)),
-  101: ("bottleneck", (3, 4, 23, 3)),
-}
+# ARCH: depth -> (block kind, blocks per stage), shared with the JAX model (a fact, not code)
+from dsanet_jax.models.resnet import ARCH, expand_stage_flags
+
 EXPANSION = {"basic": 1, "bottleneck": 4}
 INSERT_PLACES = ("res_1", "res_2", "res_3", "res_4", "bottom")
-
-
-def expand_freq(freq: int | Sequence[int], num_blocks: int, what: str) -> tuple[int, ...]:
-  """Expands one stage's `0 | 1 | (flag per block)` to a flag per block."""
-  if isinstance(freq, int):
-    return (int(freq),) * num_blocks
-  freq = tuple(int(f) for f in freq)
-  if len(freq) != num_blocks:
-    raise ValueError(f"{what}: {len(freq)} flags {freq} for a stage of {num_blocks} blocks")
-  return freq
 
 
 # ------------------------------------------------------------------ temporal modules
@@ -68,7 +55,7 @@ class DSA(nn.Module):
     alpha: int = 2,
     split_ratio: float = 1 / 8,
     with_identity: bool = False,
-  ):
+  ) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.kernel_size = kernel_size
@@ -107,7 +94,7 @@ class DSA(nn.Module):
 class R4D(nn.Module):
   """V4D's residual 4D block (spec §8): x + Conv(3x3 over (U, T)) of x; `[N*U, C, T, H, W]`."""
 
-  def __init__(self, channels: int, num_segments: int = 4):
+  def __init__(self, channels: int, num_segments: int = 4) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.tsa = nn.Conv3d(channels, channels, (3, 3, 1), padding=(1, 1, 0), bias=False)
@@ -127,12 +114,33 @@ def _conv3d(cin: int, cout: int, k: tuple, s: tuple = (1, 1, 1)) -> nn.Conv3d:
   return nn.Conv3d(cin, cout, k, stride=s, padding=tuple(x // 2 for x in k), bias=False)
 
 
-class BasicBlock3d(nn.Module):
+Hook = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+class _Block3d(nn.Module):
+  """The residual add shared by both block kinds; `dsa` runs at `place` ('res_1'..'res_4' inside
+  the branch, 'bottom' on the block output)."""
+
+  downsample: nn.Module | None
+  relu: nn.Module
+
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
+    raise NotImplementedError
+
+  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
+    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
+    identity = x if self.downsample is None else self.downsample(x)
+    return hook("bottom", self.relu(self.branch(x, hook) + identity))
+
+
+class BasicBlock3d(_Block3d):
   """I3D BasicBlock: an inflated block has two 3x3x3 convs, otherwise 1x3x3 (spec §3.1)."""
 
   expansion = 1
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample, inflate: bool):
+  def __init__(
+    self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, inflate: bool
+  ) -> None:
     super().__init__()
     k = (3, 3, 3) if inflate else (1, 3, 3)
     self.conv1 = _conv3d(inplanes, planes, k, (1, stride, stride))
@@ -142,23 +150,26 @@ class BasicBlock3d(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.downsample = downsample
 
-  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
-    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
-    identity = x if self.downsample is None else self.downsample(x)
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
     out = self.relu(self.bn1(self.conv1(hook("res_1", x))))
     out = self.bn2(self.conv2(hook("res_2", out)))
-    out = hook("res_3", out)
-    return hook("bottom", self.relu(out + identity))
+    return hook("res_3", out)
 
 
-class Bottleneck3d(nn.Module):
+class Bottleneck3d(_Block3d):
   """I3D Bottleneck, 'pytorch' style (stride on conv2); inflate '3x1x1' or '3x3x3' (spec §3.1)."""
 
   expansion = 4
 
   def __init__(
-    self, inplanes: int, planes: int, stride: int, downsample, inflate: bool, style: str = "3x1x1"
-  ):
+    self,
+    inplanes: int,
+    planes: int,
+    stride: int,
+    downsample: nn.Module | None,
+    inflate: bool,
+    style: str = "3x1x1",
+  ) -> None:
     super().__init__()
     if style not in ("3x1x1", "3x3x3"):
       raise ValueError(f"inflate_style {style!r}: expected '3x1x1' or '3x3x3'")
@@ -173,20 +184,17 @@ class Bottleneck3d(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.downsample = downsample
 
-  def forward(self, x: torch.Tensor, dsa: nn.Module | None = None, place: str = "") -> torch.Tensor:
-    hook = (lambda p, y: dsa(y) if p == place else y) if dsa is not None else (lambda p, y: y)
-    identity = x if self.downsample is None else self.downsample(x)
+  def branch(self, x: torch.Tensor, hook: Hook) -> torch.Tensor:
     out = self.relu(self.bn1(self.conv1(hook("res_1", x))))
     out = self.relu(self.bn2(self.conv2(hook("res_2", out))))
     out = self.bn3(self.conv3(hook("res_3", out)))
-    out = hook("res_4", out)
-    return hook("bottom", self.relu(out + identity))
+    return hook("res_4", out)
 
 
 class DSABlock(nn.Module):
   """The original's `DSABasicblock` / `DSABottleneck`: the block as `block`, the DSA as `dsa`."""
 
-  def __init__(self, block: nn.Module, dsa: DSA, place: str):
+  def __init__(self, block: nn.Module, dsa: DSA, place: str) -> None:
     super().__init__()
     self.block = block
     self.dsa = dsa
@@ -233,7 +241,7 @@ class ResNetI3D(nn.Module):
     beta: float = 1 / 8,
     kernel_size: int = 3,
     with_identity: bool = False,
-  ):
+  ) -> None:
     super().__init__()
     if depth not in ARCH:
       raise ValueError(f"depth {depth}: expected one of {sorted(ARCH)}")
@@ -245,11 +253,12 @@ class ResNetI3D(nn.Module):
     self.relu = nn.ReLU(inplace=True)
     self.maxpool = nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))
     inplanes = base_width
+    inflate_all = expand_stage_flags(inflate_freq, blocks, key="inflate_freq")
+    insert_all = expand_stage_flags(insert_freq, blocks, key="insert_freq")
     for i, n in enumerate(blocks):
       planes = base_width * 2**i
       stride = 1 if i == 0 else 2
-      inflate = expand_freq(inflate_freq[i], n, f"inflate_freq[{i}]")
-      insert = expand_freq(insert_freq[i], n, f"insert_freq[{i}]")
+      inflate, insert = inflate_all[i], insert_all[i]
       layers: list[nn.Module] = []
       for b in range(n):
         cout = planes * EXPANSION[kind]
@@ -287,7 +296,7 @@ class ResNetI3D(nn.Module):
 class I3DClsHead(nn.Module):
   """Global average pool, dropout, `fc_cls`; logits averaged over snippets (spec §3.2)."""
 
-  def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5):
+  def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.5) -> None:
     super().__init__()
     self.dropout = nn.Dropout(dropout)
     self.fc_cls = nn.Linear(in_channels, num_classes)
@@ -302,7 +311,9 @@ class I3DClsHead(nn.Module):
 class Recognizer(nn.Module):
   """`Recognizer3D`: backbone over the N*U snippets, head, logits averaged over U."""
 
-  def __init__(self, backbone: ResNetI3D, num_classes: int, num_segments: int, dropout: float):
+  def __init__(
+    self, backbone: ResNetI3D, num_classes: int, num_segments: int, dropout: float
+  ) -> None:
     super().__init__()
     self.num_segments = num_segments
     self.backbone = backbone
@@ -370,7 +381,7 @@ def build_reference(
   return Recognizer(backbone, num_classes, num_segments, dropout)
 
 
-def build_reference_from_config(model_cfg) -> Recognizer:
+def build_reference_from_config(model_cfg: ConfigDict) -> Recognizer:
   """`build_reference` from a `config.model` ConfigDict (backbone 'i3d_resnet')."""
   if model_cfg.backbone != "i3d_resnet":
     raise ValueError(f"model.backbone={model_cfg.backbone!r}: the reference has only 'i3d_resnet'")
@@ -402,7 +413,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
       m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
       if m.bias is not None:
         m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+    elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
       c = m.num_features
       m.weight.copy_(0.5 + torch.rand(c, generator=g))
       m.bias.copy_(torch.randn(c, generator=g) * 0.2)
@@ -418,7 +429,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
 class BasicBlock2d(nn.Module):
   expansion = 1
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample):
+  def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
     super().__init__()
     self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
@@ -436,7 +447,7 @@ class BasicBlock2d(nn.Module):
 class Bottleneck2d(nn.Module):
   expansion = 4
 
-  def __init__(self, inplanes: int, planes: int, stride: int, downsample):
+  def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None) -> None:
     super().__init__()
     self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
     self.bn1 = nn.BatchNorm2d(planes)
@@ -457,7 +468,7 @@ class Bottleneck2d(nn.Module):
 class ResNet2D(nn.Module):
   """torchvision-layout ResNet (v1.5: stride on the 3x3 conv). `[B, 3, H, W]` -> `[B, K]`."""
 
-  def __init__(self, depth: int, num_classes: int = 1000, base_width: int = 64):
+  def __init__(self, depth: int, num_classes: int = 1000, base_width: int = 64) -> None:
     super().__init__()
     kind, blocks = ARCH[depth]
     block_cls = BasicBlock2d if kind == "basic" else Bottleneck2d

@@ -13,7 +13,7 @@ Contract (docs/design.md):
 
 Phases of a training example (DMVR's design, our code):
   read     this process's contiguous slice [start, end) of the split (TFDS shuffled the examples
-           at build time), JPEG frames left encoded (`_read`);
+           at build time), JPEG frames left encoded (`read_examples`);
   sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
            strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from dsanet_jax.common.dtypes import parse_dtype
 from dsanet_jax.data import sampling, transforms
 
 
@@ -51,7 +52,6 @@ def _hide_gpus_from_tf() -> None:
 
 _hide_gpus_from_tf()
 
-_DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16}
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -217,7 +217,7 @@ def _direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
   return True
 
 
-def _read(
+def read_examples(
   builder: tfds.core.DatasetBuilder,
   split: str,
   start: int,
@@ -295,7 +295,8 @@ def _read(
   return ds.take(0) if empty else ds
 
 
-def _options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
+def dataset_options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
+  """The tf.data options of every pipeline: deterministic, autotuned, no injected prefetch."""
   opts = tf.data.Options()
   opts.deterministic = True
   opts.experimental_optimization.inject_prefetch = False
@@ -303,15 +304,14 @@ def _options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
   return opts
 
 
-def _parallel(cfg: ml_collections.ConfigDict) -> int:
+def parallel_calls(cfg: ml_collections.ConfigDict) -> int:
+  """`data.num_parallel_calls` as tf.data takes it (< 0 or None -> AUTOTUNE)."""
   n = cfg.data.num_parallel_calls
   return _AUTOTUNE if n is None or n < 0 else int(n)
 
 
 def _dtype(cfg: ml_collections.ConfigDict) -> tf.DType:
-  if cfg.data.dtype not in _DTYPES:
-    raise ValueError(f"data.dtype must be one of {sorted(_DTYPES)}, got {cfg.data.dtype!r}")
-  return _DTYPES[cfg.data.dtype]
+  return tf.as_dtype(parse_dtype(cfg.data.dtype, key="data.dtype"))
 
 
 # ---------------------------------------------------------------- training
@@ -344,7 +344,7 @@ def train_seeds(cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tens
   return sampling.split_seed(sampling.example_seed(cfg.seed, epoch, index), 2)
 
 
-def _train_select(
+def train_select(
   cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """Samples the U*T frame indices of one example and gathers their JPEG strings."""
@@ -382,7 +382,7 @@ def train_crop_box(
   raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {crop!r}")
 
 
-def _train_clip_to_frames(
+def train_clip_to_frames(
   cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """Draws the clip's one box and one flip coin (and mirrors its label when flipped); returns
@@ -457,9 +457,11 @@ def make_train_dataset(
 
   def epoch_ds(epoch: tf.Tensor) -> tf.data.Dataset:
     file_seed = sampling.epoch_shuffle_seed(cfg.seed, epoch, stream=1)
-    base = _read(builder, split, start, end, file_order_seed=file_seed if buffer > 1 else None)
+    base = read_examples(
+      builder, split, start, end, file_order_seed=file_seed if buffer > 1 else None
+    )
     ds = base.map(
-      lambda ex: _train_select(cfg, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
+      lambda ex: train_select(cfg, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
     )
     if buffer > 1:
       ds = ds.shuffle(buffer, seed=sampling.epoch_shuffle_seed(cfg.seed, epoch))
@@ -469,13 +471,13 @@ def make_train_dataset(
   if skip:
     ds = ds.skip(skip)
   # One element per frame from here: decoding parallelises over frames, not only clips.
-  ds = ds.map(lambda el: _train_clip_to_frames(cfg, perm, el)).unbatch()
-  ds = ds.map(lambda f: _train_frame(cfg, f), num_parallel_calls=_parallel(cfg))
+  ds = ds.map(lambda el: train_clip_to_frames(cfg, perm, el)).unbatch()
+  ds = ds.map(lambda f: _train_frame(cfg, f), num_parallel_calls=parallel_calls(cfg))
   frames_per_clip = cfg.model.num_segments * cfg.data.num_frames
   ds = ds.batch(local_batch_size * frames_per_clip, drop_remainder=True)
   ds = ds.map(lambda b: _train_frames_to_batch(cfg, b))
   ds = ds.prefetch(cfg.data.prefetch)
-  return ds.with_options(_options(cfg))
+  return ds.with_options(dataset_options(cfg))
 
 
 def make_train_iterator(
@@ -578,7 +580,7 @@ def make_eval_dataset(
   )
   num_batches = math.ceil(max_local / local_batch_size)
   frames_per_clip = num_segments * cfg.data.num_frames
-  ds = _read(builder, split, start, end).map(lambda ex: _eval_select(cfg, num_segments, ex))
+  ds = read_examples(builder, split, start, end).map(lambda ex: _eval_select(cfg, num_segments, ex))
   # One element per frame for decoding (as in training), regrouped per clip.
   ds = ds.flat_map(
     lambda el: tf.data.Dataset.zip(
@@ -588,7 +590,7 @@ def make_eval_dataset(
   )
   ds = ds.map(
     lambda jpeg, meta: (_eval_frame(cfg, num_crops, crop_size, jpeg), meta),
-    num_parallel_calls=_parallel(cfg),
+    num_parallel_calls=parallel_calls(cfg),
   )
   ds = ds.batch(frames_per_clip, drop_remainder=True)
   ds = ds.map(
@@ -609,7 +611,7 @@ def make_eval_dataset(
   ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
   ds = ds.batch(local_batch_size, drop_remainder=True).take(num_batches)
   ds = ds.prefetch(cfg.data.prefetch)
-  return ds.with_options(_options(cfg))
+  return ds.with_options(dataset_options(cfg))
 
 
 def make_eval_iterator(

@@ -3,6 +3,8 @@
 All act on snippet features x [N*U, T, H, W, C] (video-major, snippet-minor).
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -19,13 +21,13 @@ class SE(nnx.Module):
 
   def __init__(
     self, channels: int, *, reduction: int = 16, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs
-  ):
+  ) -> None:
     hidden = max(channels // reduction, 1)
     self.fc1 = Linear(channels, hidden, rngs=rngs)
     self.fc2 = Linear(hidden, channels, rngs=rngs)
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, **unused) -> jax.Array:
+  def __call__(self, x: jax.Array, **unused: Any) -> jax.Array:
     s = x.astype(jnp.float32).mean(axis=(1, 2, 3))  # [B, C]
     g = jax.nn.sigmoid(self.fc2(jax.nn.relu(self.fc1(s))))
     return x * g[:, None, None, None, :].astype(x.dtype)
@@ -41,13 +43,13 @@ class R4D(nnx.Module):
 
   def __init__(
     self, channels: int, num_segments: int, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs
-  ):
+  ) -> None:
     shape = (3, 3, 1, 1, channels, channels)
     self.kernel = nnx.Param(torch_default_uniform(rngs.params(), shape, 9 * channels))
     self.num_segments = num_segments
     self.dtype = dtype
 
-  def __call__(self, x: jax.Array, **unused) -> jax.Array:
+  def __call__(self, x: jax.Array, **unused: Any) -> jax.Array:
     u = self.num_segments
     b, t, h, w, c = x.shape
     n = b // u

@@ -13,6 +13,7 @@ comparable with the literature.
 import math
 import re
 from collections import Counter
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +25,13 @@ STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "cls_head")
 _DEF = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\w+\[([\d,]*)\]\S*\s+([\w\-]+)\(([^)]*)\)")
 
 
-def count_params(model: nnx.Module) -> int:
-  """Trainable parameters (nnx.Param leaves; BatchNorm statistics are not counted)."""
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+def count_params(model_or_params: Any) -> int:
+  """Trainable parameters of a model (its nnx.Param leaves; BatchNorm statistics are not counted)
+  or of a params pytree (e.g. the trainer's `state["params"]`)."""
+  tree = model_or_params
+  if isinstance(tree, nnx.Module):
+    tree = nnx.state(tree, nnx.Param)
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
 def hlo_macs(hlo_text: str) -> dict[str, int]:
@@ -82,7 +87,7 @@ def count_gmacs(
   model.eval()
   graphdef, state = nnx.split(model)
 
-  def forward(state, video):
+  def forward(state: nnx.State, video: jax.Array) -> jax.Array:
     return nnx.merge(graphdef, state)(video)
 
   shape = (u, int(num_frames), int(crop_size), int(crop_size), 3)

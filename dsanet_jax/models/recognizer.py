@@ -19,7 +19,7 @@ class ClsHead(nnx.Module):
     dropout_rate: float,
     dtype: jnp.dtype,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     self.fc_cls = Linear(in_channels, num_classes, init="normal_0.01", dtype=dtype, rngs=rngs)
 
@@ -42,7 +42,7 @@ class Recognizer(nnx.Module):
     num_segments: int,
     bn_group_size: int,
     dtype: jnp.dtype,
-  ):
+  ) -> None:
     self.backbone = backbone
     self.cls_head = cls_head
     self.num_segments = num_segments

@@ -10,6 +10,7 @@ paper's positions I-IV, 'bottom' = on the block output), 'r4d' after the block (
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -59,13 +60,21 @@ def _bn(c: int, cm: Common) -> BatchNorm:
   return BatchNorm(c, momentum=cm.bn_momentum, epsilon=cm.bn_epsilon, dtype=cm.dtype)
 
 
-def _conv(cin, cout, k, cm: Common, rngs, stride=(1, 1, 1), padding=(0, 0, 0)) -> Conv:
+def _conv(
+  cin: int,
+  cout: int,
+  k: tuple[int, int, int],
+  cm: Common,
+  rngs: nnx.Rngs,
+  stride: tuple[int, int, int] = (1, 1, 1),
+  padding: tuple[int, int, int] = (0, 0, 0),
+) -> Conv:
   return Conv(
     cin, cout, k, stride=stride, padding=padding, impl=cm.conv_impl, dtype=cm.dtype, rngs=rngs
   )
 
 
-def _make_module(ins: Insert, channels: int, cm: Common, where: str, rngs: nnx.Rngs):
+def _make_module(ins: Insert, channels: int, cm: Common, where: str, rngs: nnx.Rngs) -> DSA | SE:
   if ins.kind == "dsa":
     return DSA(
       channels,
@@ -90,7 +99,15 @@ class _Block(nnx.Module):
 
   expansion = 1
 
-  def _init_inserts(self, ins: Insert, place_channels: dict, out_c: int, cm, where, rngs):
+  def _init_inserts(
+    self,
+    ins: Insert,
+    place_channels: dict[str, int],
+    out_c: int,
+    cm: Common,
+    where: str,
+    rngs: nnx.Rngs,
+  ) -> None:
     self.place = ins.place if ins.kind in ("dsa", "se") else None
     self.temporal_shift = ins.temporal_shift
     self.shift_div = ins.shift_div
@@ -151,7 +168,7 @@ class BasicBlock(_Block):
     cm: Common,
     where: str,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     del inflate_style  # BasicBlocks always inflate to 3x3x3 (the original ignores the style)
     kt = 3 if inflate else 1
     pt = 1 if inflate else 0
@@ -193,7 +210,7 @@ class Bottleneck(_Block):
     cm: Common,
     where: str,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     if inflate_style not in ("3x1x1", "3x3x3"):
       raise ValueError(f"model.inflate_style={inflate_style!r}; choose '3x1x1' or '3x3x3'")
     k1, p1, k2, p2 = (1, 1, 1), (0, 0, 0), (1, 3, 3), (0, 1, 1)
@@ -227,7 +244,7 @@ class Bottleneck(_Block):
     return self._finish(x, out, num_groups)
 
 
-def expand_stage_flags(freq, num_blocks: Sequence[int], *, key: str) -> list[tuple[int, ...]]:
+def expand_stage_flags(freq: Any, num_blocks: Sequence[int], *, key: str) -> list[tuple[int, ...]]:
   """Per-stage 0 / 1 / tuple-of-flags -> one tuple of 0/1 flags per stage.
 
   Raises:
@@ -257,6 +274,22 @@ def expand_stage_flags(freq, num_blocks: Sequence[int], *, key: str) -> list[tup
   return out
 
 
+def compress_stage_flags(freq: Any) -> Any:
+  """The config's canonical form of per-stage flags: all-0 -> 0, all-1 -> 1, else a tuple of 0/1.
+
+  Accepts `expand_stage_flags`'s output or a config value (`(0, (1, 1), (0, 1), 0)` ->
+  `(0, 1, (0, 1), 0)`); anything that is not a sequence (None, a missing field) is returned as is.
+  """
+  if not isinstance(freq, Sequence) or isinstance(freq, str):
+    return freq
+  out = []
+  for f in freq:
+    if isinstance(f, Sequence) and f and all(v == f[0] for v in f):
+      f = int(f[0])
+    out.append(int(f) if isinstance(f, int | bool) else tuple(int(v) for v in f))
+  return tuple(out)
+
+
 class ResNet3d(nnx.Module):
   """The I3D ResNet (or TSM ResNet when `temporal_shift`) backbone.
 
@@ -269,13 +302,13 @@ class ResNet3d(nnx.Module):
     depth: int,
     *,
     base_width: int,
-    inflate_freq,
+    inflate_freq: Any,
     inflate_style: str,
     inserts: Sequence[Sequence[Insert]],
     remat: bool,
     cm: Common,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     if depth not in ARCH:
       raise ValueError(f"model.depth={depth!r} is not supported; choose one of {sorted(ARCH)}")
     kind, num_blocks = ARCH[depth]

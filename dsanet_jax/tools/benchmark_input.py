@@ -1,101 +1,119 @@
-r"""Benchmark of the training input pipeline against the raw JPEG decode rate of the same frames.
+r"""Benchmark of the training input pipeline against the raw decode rate of the same frame crops.
 
   python -m dsanet_jax.tools.benchmark_input --config=configs/kinetics400/dsa_i3d_r50.py \
     --config.data.name=NAME --config.data.data_dir=DIR [--batch_size=8] [--json]
 
-Measures, interleaved in one process (the machine may be shared, so compare the ratio):
+Measures, in rounds in one process (the machine may be shared, so compare the ratio):
+  raw:      `tf.io.decode_and_crop_jpeg` of the JPEG frames the pipeline samples for its first
+            `--raw_clips` clips (held in memory), each with the crop box the pipeline draws for
+            its clip (`pipeline.train_clip_to_frames`), in a tf.data map with the pipeline's
+            parallelism and options -> frames/s. This is the decode work the pipeline cannot avoid.
   pipeline: batches of `pipeline.make_train_dataset` as numpy arrays (read, sample, decode the
-            crop box, resize, flip, normalise, batch) -> clips/s and frames/s (clips * U * T);
-  raw:      `tf.io.decode_jpeg` of the same JPEG bytes (the frames the pipeline samples in its
-            first epoch, held in memory) in a tf.data map with the same parallelism -> frames/s.
-ratio = pipeline frames/s / raw frames/s, the median over rounds measured back to back (>= 0.8 is
-the goal). `ratio_cpu` compares process CPU time per frame instead, which a shared machine
-disturbs less.
+            crop box, flip, resize, normalise, batch) -> clips/s and frames/s (clips * U * T).
+Each round runs raw first, then a fresh pipeline iterator: the first `prefetch + 2` batches
+(start-up, and whatever the pipeline's buffers hold) are pulled untimed, then `--num_batches` are
+timed while nothing else runs, so every timed frame is produced inside the window.
+ratio = pipeline frames/s / raw frames/s, the median over rounds. `ratio_cpu` compares process CPU
+time per frame instead, which a shared machine disturbs less.
 """
 
+import gc
 import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
 from dsanet_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_BATCH = flags.DEFINE_integer("batch_size", 8, "Clips per batch (one process).")
-_BATCHES = flags.DEFINE_integer("num_batches", 12, "Batches per timed pipeline window.")
-_WARMUP = flags.DEFINE_integer("warmup_batches", 4, "Untimed pipeline batches before timing.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Interleaved (raw, pipeline) measurement rounds.")
-_RAW_CLIPS = flags.DEFINE_integer(
-  "raw_clips", 48, "Clips whose sampled JPEGs the raw rate decodes."
-)
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
 
-
-def sampled_jpegs(cfg: ml_collections.ConfigDict, num_clips: int, builder) -> list[tf.Tensor]:
-  """The JPEG strings [U*T] the training pipeline samples for its first `num_clips` clips."""
+def sampled_crops(
+  cfg: ml_collections.ConfigDict, num_clips: int, builder: tfds.core.DatasetBuilder
+) -> tuple[tf.Tensor, tf.Tensor]:
+  """The JPEG strings [N] the training pipeline samples for its first `num_clips` clips (epoch 0,
+  file order) and the crop box int32 [N, 4] (y, x, h, w) it decodes of each; N = num_clips*U*T."""
   split = cfg.data.train_split
-  ds = pipeline._read(builder, split, 0, pipeline.num_examples(cfg, split, builder=builder))
-  ds = ds.map(lambda ex: pipeline._train_select(cfg, tf.constant(0, tf.int64), ex["index"], ex))
-  out = [el["jpegs"] for el in ds.take(num_clips)]
-  while len(out) < num_clips:  # a tiny dataset: repeat its clips
-    out += out[: num_clips - len(out)]
-  return out
+  n = pipeline.num_examples(cfg, split, builder=builder)
+  ds = pipeline.read_examples(builder, split, 0, n)
+  ds = ds.map(lambda ex: pipeline.train_select(cfg, tf.constant(0, tf.int64), ex["index"], ex))
+  ds = ds.map(lambda el: pipeline.train_clip_to_frames(cfg, None, el))
+  clips = list(ds.take(num_clips))
+  while len(clips) < num_clips:  # a tiny dataset: repeat its clips
+    clips += clips[: num_clips - len(clips)]
+  return tf.concat([c["jpeg"] for c in clips], 0), tf.concat([c["box"] for c in clips], 0)
 
 
-def _timed(fn) -> tuple[int, float, float]:
+def _timed(fn: Callable[[], int]) -> tuple[int, float, float]:
   """Runs fn() -> count; returns (count, wall seconds, process CPU seconds (all threads))."""
   wall, cpu = time.perf_counter(), time.process_time()
   n = fn()
   return n, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def raw_decode(jpegs: tf.Tensor, cfg: ml_collections.ConfigDict) -> tuple[int, float, float]:
-  """`tf.io.decode_jpeg` of the in-memory JPEGs [N], same parallelism and options as the pipeline:
-  (frames, wall s, CPU s)."""
-  ds = tf.data.Dataset.from_tensor_slices(jpegs)
+def raw_decode(
+  jpegs: tf.Tensor, boxes: tf.Tensor, cfg: ml_collections.ConfigDict
+) -> tuple[int, float, float]:
+  """`tf.io.decode_and_crop_jpeg` of the in-memory JPEGs [N] at their boxes [N, 4], with the
+  pipeline's parallelism and options: (frames, wall s, CPU s)."""
+  ds = tf.data.Dataset.from_tensor_slices((jpegs, boxes))
   ds = ds.map(
-    lambda s: tf.io.decode_jpeg(s, channels=3)[0, 0], num_parallel_calls=pipeline._parallel(cfg)
+    lambda s, b: tf.io.decode_and_crop_jpeg(s, b, channels=3)[0, 0],
+    num_parallel_calls=pipeline.parallel_calls(cfg),
   )
-  ds = ds.batch(256).prefetch(cfg.data.prefetch).with_options(pipeline._options(cfg))
+  ds = ds.batch(256).prefetch(cfg.data.prefetch).with_options(pipeline.dataset_options(cfg))
   return _timed(lambda: sum(len(b) for b in ds.as_numpy_iterator()))
 
 
-def pipeline_window(it, num_batches: int) -> tuple[int, float, float]:
-  """`num_batches` batches from the numpy iterator `it`: (clips, wall s, CPU s)."""
+def pipeline_window(
+  make_iterator: Callable[[], Iterator[dict]], drain: int, num_batches: int
+) -> tuple[int, float, float]:
+  """A fresh iterator; `drain` batches untimed, then `num_batches` timed: (clips, wall s, CPU s)."""
+  it = make_iterator()
+  for _ in range(drain):
+    next(it)
+  out = _timed(lambda: sum(next(it)["video"].shape[0] for _ in range(num_batches)))
+  it = None
+  gc.collect()  # stops the iterator's threads before the next raw round
+  return out
 
-  def consume() -> int:
-    return sum(next(it)["video"].shape[0] for _ in range(num_batches))
 
-  return _timed(consume)
-
-
-def run(cfg: ml_collections.ConfigDict) -> dict:
-  builder = pipeline.load_builder(cfg)
+def run(
+  cfg: ml_collections.ConfigDict,
+  *,
+  batch_size: int = 8,
+  num_batches: int = 12,
+  repeats: int = 5,
+  raw_clips: int = 48,
+  builder: tfds.core.DatasetBuilder | None = None,
+) -> dict:
+  """`repeats` rounds of (raw decode of `raw_clips` clips' crops, `num_batches` pipeline batches of
+  `batch_size` clips) on `builder` (default: the config's dataset); returns the medians and every
+  round."""
+  builder = builder or pipeline.load_builder(cfg)
   u, t = cfg.model.num_segments, cfg.data.num_frames
   fpc = u * t
-  jpegs = tf.concat(sampled_jpegs(cfg, _RAW_CLIPS.value, builder), axis=0)
+  jpegs, boxes = sampled_crops(cfg, raw_clips, builder)
   h, w = (int(x) for x in tf.io.extract_jpeg_shape(jpegs[0])[:2])
   kb = float(np.mean([len(x) for x in jpegs.numpy()[:256]])) / 1024
+  crop_area = float(np.mean(boxes.numpy()[:, 2] * boxes.numpy()[:, 3])) / (h * w)
   ds = pipeline.make_train_dataset(
-    cfg, local_batch_size=_BATCH.value, process_index=0, process_count=1, builder=builder
+    cfg, local_batch_size=batch_size, process_index=0, process_count=1, builder=builder
   )
-  it = ds.as_numpy_iterator()
-  for _ in range(_WARMUP.value):
-    next(it)
-  raw_decode(jpegs[: min(512, len(jpegs))], cfg)  # warm-up
+  drain = int(cfg.data.prefetch) + 2
+  raw_decode(jpegs[:256], boxes[:256], cfg)  # warm-up
   rounds = []
-  for _ in range(_REPEATS.value):
-    time.sleep(1.0)  # let the pipeline's bounded prefetch settle so its work is not billed to raw
-    raw_n, raw_wall, raw_cpu = raw_decode(jpegs, cfg)
-    clips, wall, cpu = pipeline_window(it, _BATCHES.value)
+  for _ in range(repeats):
+    raw_n, raw_wall, raw_cpu = raw_decode(jpegs, boxes, cfg)
+    clips, wall, cpu = pipeline_window(ds.as_numpy_iterator, drain, num_batches)
     rounds.append(
       dict(
         raw_fps=raw_n / raw_wall,
@@ -111,16 +129,19 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
     "data_dir": cfg.data.data_dir,
     "frame_hw": [h, w],
     "jpeg_kb_per_frame": round(kb, 1),
+    "mean_crop_area": round(crop_area, 3),
     "crop": cfg.data.crop_size,
     "train_crop": cfg.data.train_crop,
     "U": u,
     "T": t,
-    "batch_size": _BATCH.value,
+    "batch_size": batch_size,
     "dtype": cfg.data.dtype,
     "cpus": os.cpu_count(),
+    "load_average": [round(x, 2) for x in os.getloadavg()],
+    "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     "clips_per_s": round(med["clips_per_s"], 2),
     "frames_per_s": round(med["clips_per_s"] * fpc, 1),
-    "raw_decode_frames_per_s": round(med["raw_fps"], 1),
+    "raw_decode_crop_frames_per_s": round(med["raw_fps"], 1),
     # Median over rounds of (pipeline frames/s) / (raw frames/s) measured back to back.
     "ratio": round(med["ratio"], 3),
     # The same from CPU time per frame (all threads): steadier on a shared machine.
@@ -131,29 +152,51 @@ def run(cfg: ml_collections.ConfigDict) -> dict:
   }
 
 
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so that tests can import it)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.DEFINE_integer("batch_size", 8, "Clips per batch (one process).")
+  flags.DEFINE_integer("num_batches", 12, "Batches per timed pipeline window.")
+  flags.DEFINE_integer("repeats", 5, "(raw, pipeline) measurement rounds.")
+  flags.DEFINE_integer(
+    "raw_clips", 48, "Clips whose sampled JPEGs (and crop boxes) the raw rate decodes."
+  )
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv: list[str]) -> None:
   del argv
-  cfg = _CONFIG.value
+  cfg = flags.FLAGS.config
   if cfg is None:
     raise app.UsageError("--config=path/to/config.py is required")
-  result = run(cfg)
-  if _JSON.value:
-    print(json.dumps(result))
+  r = run(
+    cfg,
+    batch_size=flags.FLAGS.batch_size,
+    num_batches=flags.FLAGS.num_batches,
+    repeats=flags.FLAGS.repeats,
+    raw_clips=flags.FLAGS.raw_clips,
+  )
+  if flags.FLAGS.json:
+    print(json.dumps(r))
     return
   print(
-    f"{result['dataset']}: frames {result['frame_hw'][0]}x{result['frame_hw'][1]} "
-    f"({result['jpeg_kb_per_frame']} KB JPEG), crop {result['crop']} ({result['train_crop']}), "
-    f"U{result['U']} T{result['T']}, batch {result['batch_size']}, {result['cpus']} CPUs"
+    f"{r['dataset']}: frames {r['frame_hw'][0]}x{r['frame_hw'][1]} "
+    f"({r['jpeg_kb_per_frame']} KB JPEG), crop {r['crop']} ({r['train_crop']}, mean box "
+    f"{r['mean_crop_area']:.0%} of the frame), U{r['U']} T{r['T']}, batch {r['batch_size']}, "
+    f"{r['cpus']} CPUs, load {r['load_average'][0]}, {r['time_utc']} UTC"
   )
-  clips, frames = result["clips_per_s"], result["frames_per_s"]
-  print(f"  pipeline:        {clips:.2f} clips/s = {frames:.0f} frames/s")
-  print(f"  raw decode_jpeg: {result['raw_decode_frames_per_s']:.0f} frames/s (same frames)")
-  print(f"  ratio:           {result['ratio']:.2f} (median over {len(result['rounds'])} rounds)")
   print(
-    f"  CPU per frame:   {result['cpu_us_per_frame']:.0f} us vs raw "
-    f"{result['raw_cpu_us_per_frame']:.0f} us (ratio {result['ratio_cpu']:.2f})"
+    f"  pipeline:              {r['clips_per_s']:.2f} clips/s = {r['frames_per_s']:.0f} frames/s"
+  )
+  print(f"  raw decode_and_crop:   {r['raw_decode_crop_frames_per_s']:.0f} frames/s (same crops)")
+  print(f"  ratio:                 {r['ratio']:.2f} (median over {len(r['rounds'])} rounds)")
+  print(
+    f"  CPU per frame:         {r['cpu_us_per_frame']:.0f} us vs raw "
+    f"{r['raw_cpu_us_per_frame']:.0f} us (ratio {r['ratio_cpu']:.2f})"
   )
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

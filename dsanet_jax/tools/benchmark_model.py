@@ -1,218 +1,301 @@
-"""Train-step benchmark of DSA+I3D R18/R50 in JAX beside the original network in PyTorch.
+r"""The trainer's step on CPU beside the same update of the original network in PyTorch.
 
-  python -m dsanet_jax.tools.benchmark_model [--models=dsa_r18,dsa_r50] [--json]
-      [--batch=2 --frames=4 --size=112 --steps=5] [--dtype=bfloat16] [--conv_impl=frames2d]
+  python -m dsanet_jax.tools.benchmark_model --config=configs/kinetics400/dsa_i3d_r18.py \
+      [--batch=2 --frames=4 --size=112 --steps=7] [--json] [--config.model.conv_impl=frames2d]
 
-Each step: forward + cross-entropy on the snippet-averaged logits + backward + SGD (Nesterov
-momentum) update, train mode (BatchNorm batch statistics, dropout 0.5). JAX: one jitted function
-with donated state. PyTorch: the reference network (`dsanet_jax.convert.torch_reference`, the
-original's modules) with `torch.set_num_threads(cpu count)`. Timings are medians over `--steps`
-after warm-up (and the best step, `*_min_s`, `ratio_min`), JAX and PyTorch steps interleaved so
-that machine-speed phases hit both alike. On a shared machine PyTorch's step time is bimodal (its
-OpenMP threads stall when another job holds a core), so compare `ratio_min` as well.
-Throughput: the step's conv+matmul FLOPs by the usual convention (3 x the forward's, the forward's
-counted from its compiled HLO as `model_info` does) per second, against a jitted 2048^2 float32
-matmul timed in the same run (the machine's practical ceiling). `hlo_step_gflop` is what the
-compiled JAX train step's convolutions and dots count (a little more: transposed convolutions of
-strided layers multiply zeros).
-This is a benchmark, not a test: it prints numbers and asserts nothing.
+The model and the optimiser are the config's (`--config.x=` overrides); the input is `--batch`
+videos x U (`model.num_segments`) x `--frames` x `--size`^2, random, one process, whole-batch
+BatchNorm statistics (`model.bn_group_size` is set to 0). Two things are timed, each against PyTorch
+doing the same work on the reference network (`dsanet_jax.convert.torch_reference`, the original's
+modules), in train mode (BatchNorm batch statistics, dropout), in the same process:
+
+  step:     what training runs. JAX: `trainer.make_train_step` with `optim.make_optimizer` and
+            `optim.make_schedule` of the config (clip by global norm, coupled weight decay, SGD
+            Nesterov momentum, the learning-rate schedule, per-step RNG re-seeding, the step's
+            metrics), jitted with the state donated, as the trainer does. PyTorch: forward,
+            cross-entropy, backward, `clip_grad_norm_`, `torch.optim.SGD(momentum, nesterov,
+            weight_decay)` with the config's values.
+  fwd+bwd:  forward + backward alone. JAX: `jax.value_and_grad` of the trainer's loss (jitted);
+            PyTorch: `loss.backward()`.
+
+`torch.set_num_threads(cpu count)`; XLA:CPU uses every core too. Timings are medians over `--steps`
+after warm-up, with the best step beside them (`*_min_s`, `ratio_min`); all four timed functions
+and a jitted 2048^2 float32 matmul (the machine's practical ceiling) run interleaved, one each per
+round, so that the speed phases of a shared machine hit them alike. Throughput: the step's
+conv+matmul FLOPs by the usual convention (3 x the forward's, the forward's counted from its
+compiled HLO as `model_info` does) per second; `hlo_step_gflop` is what the compiled train step's
+convolutions and dots count. This is a benchmark, not a test: it prints numbers and asserts nothing.
 """
 
 import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
+from ml_collections import ConfigDict, config_flags
 
-_MODELS = flags.DEFINE_list("models", ["dsa_r18", "dsa_r50"], "Models: dsa_r18, dsa_r50, ...")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object per model.")
-_BATCH = flags.DEFINE_integer("batch", 2, "Videos per step.")
-_SEGMENTS = flags.DEFINE_integer("segments", 4, "U snippets per video.")
-_FRAMES = flags.DEFINE_integer("frames", 4, "T frames per snippet.")
-_SIZE = flags.DEFINE_integer("size", 112, "Crop size.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_DTYPE = flags.DEFINE_string("dtype", "float32", "JAX compute dtype (float32 | bfloat16).")
-_CONV = flags.DEFINE_string("conv_impl", "auto", "JAX conv formulation (auto|conv3d|frames2d).")
-_TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
-
-# name -> (depth, aggregation, insert_freq)
-MODELS = {
-  "dsa_r18": (18, "dsa", (0, (0, 1), (0, 1), 0)),
-  "dsa_r50": (50, "dsa", (0, (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), 0)),
-  "tsn_r18": (18, "tsn", (0, 0, 0, 0)),
-  "tsn_r50": (50, "tsn", (0, 0, 0, 0)),
-  "v4d_r18": (18, "v4d", (0, (0, 1), (0, 1), 0)),
-}
+Run = Callable[[], None]
 
 
-def _model_cfg(name: str):
-  from configs.base import get_base_config
+def schedule_of(config: ConfigDict) -> Any:
+  """The config's learning-rate schedule (at 100 steps per epoch; the rate does not change the
+  work of a step)."""
+  from dsanet_jax.train import optim
 
-  if name not in MODELS:
-    raise ValueError(f"--models: unknown model {name!r}; choose from {sorted(MODELS)}")
-  depth, agg, freq = MODELS[name]
-  c = get_base_config().model
-  c.depth, c.aggregation, c.insert_freq = depth, agg, freq
-  c.num_segments = _SEGMENTS.value
-  c.dtype = _DTYPE.value
-  c.conv_impl = _CONV.value
-  return c
+  return optim.make_schedule(config.train, steps_per_epoch=100.0, total_steps=10_000)
 
 
-def _jax_step(model_cfg, video, labels):
-  """Returns (step(state) -> state, state, train-step conv+matmul GFLOP)."""
+def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> dict[str, Any]:
+  """The trainer's jitted step and the jitted value_and_grad of its loss, ready to call.
+
+  video float32 [N, U, T, H, W, 3], labels int32 [N]; `model`: the initial weights (default: the
+  config's init). Returns `step`, `fwd_bwd` (callables), `state` (() -> the current train state),
+  `step_gflop` and `hlo_step_gflop`.
+  """
   import jax
-  import optax
+  import jax.numpy as jnp
   from flax import nnx
 
   from dsanet_jax.models import build_model
   from dsanet_jax.models.flops import count_gmacs, hlo_macs
+  from dsanet_jax.train import optim, trainer
 
-  model = build_model(model_cfg, rngs=nnx.Rngs(params=0, dropout=1))
-  model.train()
-  tx = optax.sgd(0.01, momentum=0.9, nesterov=True)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  opt_state = tx.init(params)
+  seed = config.seed
+  schedule = schedule_of(config)
+  tx = optim.make_optimizer(config.train, schedule)
+  build = lambda: build_model(config.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  state, _ = trainer.init_state(build if model is None else (lambda: model), tx)
+  mdef = trainer.model_def(nnx.eval_shape(build))
+  batch = {
+    "video": jnp.asarray(video),
+    "label": jnp.asarray(labels),
+    "mask": jnp.ones(labels.shape, bool),
+  }
+  step_fn = trainer.make_train_step(
+    mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing
+  )
+  compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch).compile()
 
-  def step(params, rest, opt_state, video, labels):
-    model = nnx.merge(graphdef, params, rest)
+  def loss_fn(params: Any, stats: Any, rngs: Any) -> tuple[jax.Array, Any]:
+    model = nnx.merge(mdef.train_graph, params, stats, rngs)
+    loss, _ = trainer.cross_entropy(
+      model(batch["video"]), batch["label"], batch["mask"], config.train.label_smoothing
+    )
+    return loss, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
-    def loss_fn(m):
-      logits = m(video)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  fwd_bwd = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  rngs = trainer.fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
+  holder = [state]
 
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
+  def step() -> None:
+    holder[0], metrics = compiled(holder[0], batch)
+    jax.block_until_ready(metrics)
 
-  jitted = jax.jit(step, donate_argnums=(0, 1, 2))
-  compiled = jitted.lower(params, rest, opt_state, video, labels).compile()
-  hlo_gflop = 2 * sum(hlo_macs(compiled.as_text()).values()) / 1e9
-  fwd = count_gmacs(model_cfg, num_frames=video.shape[2], crop_size=video.shape[3])
-  gflop = 3 * 2 * fwd["gmacs_per_view"] * video.shape[0]
-  state = [params, rest, opt_state]
+  def grads() -> None:
+    jax.block_until_ready(fwd_bwd(holder[0]["params"], holder[0]["batch_stats"], rngs))
 
-  def run():
-    state[0], state[1], state[2], loss = compiled(*state, video, labels)
-    jax.block_until_ready(loss)
-
-  return run, gflop, hlo_gflop
+  fwd = count_gmacs(config.model, num_frames=video.shape[2], crop_size=video.shape[3])
+  return {
+    "step": step,
+    "fwd_bwd": grads,
+    "state": lambda: holder[0],
+    "step_gflop": 3 * 2 * fwd["gmacs_per_view"] * video.shape[0],
+    "hlo_step_gflop": 2 * sum(hlo_macs(compiled.as_text()).values()) / 1e9,
+  }
 
 
-def _torch_step(model_cfg, video_np, labels_np):
+def torch_runs(config: ConfigDict, video: Any, labels: Any, net: Any = None) -> dict[str, Any]:
+  """The same update in PyTorch: SGD (Nesterov, coupled weight decay, the learning rate of the
+  config's schedule at each step) after `clip_grad_norm_`. `net`: the reference network (default:
+  built from the config). Returns `step`, `fwd_bwd` (callables) and `net`."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
   import torch
 
-  from dsanet_jax.convert.torch_reference import build_reference
+  from dsanet_jax.convert.torch_reference import build_reference_from_config
 
-  depth, agg, freq = model_cfg.depth, model_cfg.aggregation, model_cfg.insert_freq
-  net = build_reference(depth, 400, model_cfg.num_segments, agg, freq)
+  tc = config.train
+  if tc.optimizer != "sgd":
+    raise ValueError(f"config.train.optimizer={tc.optimizer!r}: the PyTorch side has only 'sgd'")
+  if net is None:
+    torch.manual_seed(config.seed)
+    net = build_reference_from_config(config.model)
   net.train()
-  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-  video = torch.from_numpy(video_np.transpose(0, 1, 5, 2, 3, 4).copy())  # [N, U, 3, T, H, W]
-  labels = torch.from_numpy(labels_np.astype("int64"))
+  lrs = np.asarray(jax.jit(jax.vmap(schedule_of(config)))(jnp.arange(4096)), np.float64)
+  count = [0]
+  opt = torch.optim.SGD(
+    net.parameters(),
+    lr=float(lrs[0]),
+    momentum=tc.momentum,
+    nesterov=tc.nesterov,
+    weight_decay=tc.weight_decay,
+  )
+  x = torch.from_numpy(video.transpose(0, 1, 5, 2, 3, 4).copy())  # [N, U, 3, T, H, W]
+  y = torch.from_numpy(labels.astype("int64"))
+  smoothing = float(tc.label_smoothing)
 
-  def run():
+  def fwd_bwd() -> None:
     opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(net(video), labels)
-    loss.backward()
+    torch.nn.functional.cross_entropy(net(x), y, label_smoothing=smoothing).backward()
+
+  def step() -> None:
+    fwd_bwd()
+    if tc.grad_clip_norm:
+      torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip_norm)
+    for group in opt.param_groups:
+      group["lr"] = float(lrs[min(count[0], len(lrs) - 1)])
     opt.step()
+    count[0] += 1
 
-  return run
+  return {"step": step, "fwd_bwd": fwd_bwd, "net": net}
 
 
-def _matmul():
+def _matmul() -> tuple[Run, float]:
   import jax
   import jax.numpy as jnp
 
   a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
   f = jax.jit(lambda a: a @ a)
   jax.block_until_ready(f(a))
-
-  def run():
-    jax.block_until_ready(f(a))
-
-  return run, 2 * 2048**3 / 1e9
+  return (lambda: jax.block_until_ready(f(a))), 2 * 2048**3 / 1e9
 
 
-def _time(fn) -> float:
+def _time(fn: Run) -> float:
   t = time.perf_counter()
   fn()
   return time.perf_counter() - t
 
 
-def benchmark(name: str) -> dict:
+def _benchmark_config(config: ConfigDict) -> ConfigDict:
+  config = ConfigDict(config.to_dict())  # unlocked copy
+  config.model.bn_group_size = 0
+  return config
+
+
+def benchmark(
+  config: ConfigDict,
+  *,
+  batch: int = 2,
+  frames: int = 4,
+  size: int = 112,
+  steps: int = 7,
+  warmup: int = 2,
+  with_torch: bool = True,
+) -> dict[str, Any]:
+  """Times the four functions and the matmul over `steps` interleaved rounds (after `warmup`) at
+  input [batch, U, frames, size, size, 3]; returns medians, best-ofs, ratios and FLOP rates."""
   import numpy as np
   import torch
 
+  config = _benchmark_config(config)
   threads = os.cpu_count() or 1
   torch.set_num_threads(threads)
-  cfg = _model_cfg(name)
+  u = config.model.num_segments
   rng = np.random.RandomState(0)
-  shape = (_BATCH.value, cfg.num_segments, _FRAMES.value, _SIZE.value, _SIZE.value, 3)
-  video_np = rng.randn(*shape).astype(np.float32)
-  labels_np = rng.randint(0, 400, size=(_BATCH.value,)).astype(np.int32)
+  shape = (batch, u, frames, size, size, 3)
+  video = rng.randn(*shape).astype(np.float32)
+  labels = rng.randint(0, config.model.num_classes, size=(batch,)).astype(np.int32)
   t0 = time.perf_counter()
-  jax_run, step_gflop, hlo_gflop = _jax_step(cfg, video_np, labels_np)
+  jx = jax_runs(config, video, labels)
   compile_s = time.perf_counter() - t0
-  torch_run = _torch_step(cfg, video_np, labels_np) if _TORCH.value else None
+  runs = {"jax_step": jx["step"], "jax_fwd_bwd": jx["fwd_bwd"]}
+  if with_torch:
+    tr = torch_runs(config, video, labels)
+    runs.update(torch_step=tr["step"], torch_fwd_bwd=tr["fwd_bwd"])
   mm_run, mm_gflop = _matmul()
-  for _ in range(_WARMUP.value):
-    jax_run()
-    if torch_run:
-      torch_run()
-  tj, tt, tm = [], [], []
-  for _ in range(_STEPS.value):  # interleaved
-    tm.append(_time(mm_run))
-    tj.append(_time(jax_run))
-    if torch_run:
-      tt.append(_time(torch_run))
-  jax_s = statistics.median(tj)
-  torch_s = statistics.median(tt) if tt else float("nan")
-  mm_s = statistics.median(tm)
-  return {
-    "model": name,
+  runs["matmul"] = mm_run
+  for _ in range(warmup):
+    for fn in runs.values():
+      fn()
+  times: dict[str, list[float]] = {k: [] for k in runs}
+  for _ in range(steps):  # interleaved rounds
+    for k, fn in runs.items():
+      times[k].append(_time(fn))
+  med = {k: statistics.median(v) for k, v in times.items()}
+  best = {k: min(v) for k, v in times.items()}
+  nan = float("nan")
+  out: dict[str, Any] = {
+    "config_model": f"depth {config.model.depth} {config.model.aggregation}",
     "input": list(shape),
-    "dtype": _DTYPE.value,
-    "conv_impl": cfg.conv_impl,
+    "dtype": config.model.dtype,
+    "conv_impl": config.model.conv_impl,
     "threads": threads,
-    "jax_step_s": jax_s,
-    "torch_step_s": torch_s,
-    "ratio": jax_s / torch_s,
-    # Best-of-steps: closer to what a quiet machine gives when other jobs share the cores.
-    "jax_min_s": min(tj),
-    "torch_min_s": min(tt) if tt else float("nan"),
-    "ratio_min": min(tj) / min(tt) if tt else float("nan"),
-    "step_gflop": step_gflop,
-    "hlo_step_gflop": hlo_gflop,
-    "gflops": step_gflop / jax_s,
-    "torch_gflops": step_gflop / torch_s,
-    "matmul_gflops": mm_gflop / mm_s,
-    "jax_compile_s": compile_s,
-    "jax_steps_s": tj,
-    "torch_steps_s": tt,
+    "load_average": list(os.getloadavg()),
+    "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
   }
+  for k in runs:
+    out[f"{k}_s"], out[f"{k}_min_s"] = med[k], best[k]
+  for part in ("step", "fwd_bwd"):
+    have = f"torch_{part}" in med
+    out[f"ratio_{part}"] = med[f"jax_{part}"] / med[f"torch_{part}"] if have else nan
+    out[f"ratio_{part}_min"] = best[f"jax_{part}"] / best[f"torch_{part}"] if have else nan
+  out.update(
+    step_gflop=jx["step_gflop"],
+    hlo_step_gflop=jx["hlo_step_gflop"],
+    jax_gflops=jx["step_gflop"] / med["jax_step"],
+    torch_gflops=jx["step_gflop"] / med["torch_step"] if "torch_step" in med else nan,
+    matmul_gflops=mm_gflop / med["matmul"],
+    jax_compile_s=compile_s,
+    times_s=times,
+  )
+  return out
 
 
-def main(argv) -> None:
+def _print(r: dict[str, Any]) -> None:
+  print(
+    f"{r['config_model']}: input {r['input']} {r['dtype']} {r['conv_impl']}, "
+    f"{r['threads']} threads, load {r['load_average'][0]:.1f}, {r['time_utc']} UTC"
+  )
+  for part in ("step", "fwd_bwd"):
+    print(
+      f"  {part:8s} jax {r[f'jax_{part}_s']:.3f} s (best {r[f'jax_{part}_min_s']:.3f})  "
+      f"torch {r.get(f'torch_{part}_s', float('nan')):.3f} s "
+      f"(best {r.get(f'torch_{part}_min_s', float('nan')):.3f})  "
+      f"jax/torch {r[f'ratio_{part}']:.2f} (medians), {r[f'ratio_{part}_min']:.2f} (best of each)"
+    )
+  print(
+    f"  step GFLOP/s: jax {r['jax_gflops']:.1f}, torch {r['torch_gflops']:.1f}, matmul 2048^2 "
+    f"{r['matmul_gflops']:.1f} ({r['step_gflop']:.1f} GFLOP conv+matmul per step)",
+    flush=True,
+  )
+
+
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so that tests can import it)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.DEFINE_bool("json", False, "Print one JSON object.")
+  flags.DEFINE_integer("batch", 2, "Videos per step.")
+  flags.DEFINE_integer("frames", 4, "T frames per snippet.")
+  flags.DEFINE_integer("size", 112, "Crop size.")
+  flags.DEFINE_integer("steps", 7, "Timed rounds (median and best reported).")
+  flags.DEFINE_integer("warmup", 2, "Untimed rounds after compilation.")
+  flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
+  flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
   del argv
-  for name in _MODELS.value:
-    r = benchmark(name)
-    if _JSON.value:
-      print(json.dumps(r), flush=True)
-    else:
-      print(
-        f"{r['model']}: input {r['input']} {r['dtype']} {r['conv_impl']}, {r['threads']} threads\n"
-        f"  jax   {r['jax_step_s']:.3f} s/step  ({r['gflops']:.1f} GFLOP/s of "
-        f"{r['step_gflop']:.1f} GFLOP conv+matmul per step)\n"
-        f"  torch {r['torch_step_s']:.3f} s/step  ({r['torch_gflops']:.1f} GFLOP/s)\n"
-        f"  ratio jax/torch {r['ratio']:.2f} (medians), {r['ratio_min']:.2f} (best of each);  "
-        f"matmul 2048^2 {r['matmul_gflops']:.1f} GFLOP/s",
-        flush=True,
-      )
+  r = benchmark(
+    flags.FLAGS.config,
+    batch=flags.FLAGS.batch,
+    frames=flags.FLAGS.frames,
+    size=flags.FLAGS.size,
+    steps=flags.FLAGS.steps,
+    warmup=flags.FLAGS.warmup,
+    with_torch=flags.FLAGS.torch,
+  )
+  if flags.FLAGS.json:
+    print(json.dumps(r), flush=True)
+  else:
+    _print(r)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

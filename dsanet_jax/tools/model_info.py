@@ -16,6 +16,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ml_collections
 from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
@@ -28,7 +29,7 @@ _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a tab
 flags.mark_flags_as_required(["config"])
 
 
-def model_info(config) -> dict:
+def model_info(config: ml_collections.ConfigDict) -> dict:
   """The tool's result as a dict (also used by tests)."""
   model = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(params=0, dropout=0)))
   per_stage_params = {
@@ -51,7 +52,7 @@ def model_info(config) -> dict:
   }
 
 
-def main(argv) -> None:
+def main(argv: list[str]) -> None:
   del argv
   info = model_info(_CONFIG.value)
   if _JSON.value:

@@ -30,6 +30,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from dsanet_jax.models.flops import count_params
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
@@ -193,10 +194,6 @@ def make_train_step(
 def model_state(state: State, mdef: ModelDef, seed: int = 0) -> tuple[Any, Any, Any]:
   """(params, batch_stats, rngs) for `nnx.merge(mdef.eval_graph, *...)`."""
   return state["params"], state["batch_stats"], fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
-
-
-def count_params(params: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
 class _Preemption:
