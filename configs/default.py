@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bn_group_size = 0
 
   c.data.name = "order_of_events"
+  c.data.fps = 12.0  # order_of_events renders every video at 12 fps
   c.data.num_frames = 4
   c.data.frame_interval = 1
   c.data.crop_size = 32

@@ -87,7 +87,8 @@ def test_paper_configs_name_their_imagenet_init(name):
     want_fps = 30.0 if "kinetics" in cfg.data.name else None
     assert cfg.data.fps == want_fps
   else:  # the embedded default stays from scratch
-    assert cfg.init_expected == "" and cfg.init_from is None and cfg.data.fps is None
+    assert cfg.init_expected == "" and cfg.init_from is None
+    assert cfg.data.fps == 12.0  # order_of_events renders at 12 fps
 
 
 # ---------------------------------------------------------------- frame rate
