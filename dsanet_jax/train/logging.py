@@ -51,7 +51,8 @@ class JsonlWriter(interface.MetricWriter):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if resume_step is not None and os.path.exists(path):
       _truncate_after(path, resume_step)
-    self._f = open(path, "a")  # noqa: SIM115 (closed in close())
+    # line-buffered: every record reaches the file at once (a killed run keeps its records)
+    self._f = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
 
   def _write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
     rec = {"step": int(step), "time": round(time.time(), 3)}
