@@ -71,8 +71,8 @@ def _import_tensorflow_quietly() -> None:
     finally:
       os.dup2(saved, 2)
       os.close(saved)
-    tmp.seek(0)
-    sys.stderr.writelines(s for s in tmp if not any(n in s for n in _TF_NOTICES))
+      tmp.seek(0)
+      sys.stderr.writelines(s for s in tmp if not any(n in s for n in _TF_NOTICES))
 
 
 def _log_config_source() -> None:
