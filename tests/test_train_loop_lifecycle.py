@@ -67,12 +67,13 @@ def closes(monkeypatch):
 class _Compiles(logging.Handler):
   def __init__(self):
     super().__init__()
-    self.names = []
+    self.names, self.threads = [], []
 
   def emit(self, record):
     m = re.match(r"Compiling jit\((\w+)\)", record.getMessage())
     if m:
       self.names.append(m.group(1))
+      self.threads.append(record.threadName)
 
 
 def test_normal_run_compiles_eval_once_profiles_rescales_schedule_and_closes(tmp_path, closes):
@@ -88,8 +89,10 @@ def test_normal_run_compiles_eval_once_profiles_rescales_schedule_and_closes(tmp
     jax_logger.removeHandler(handler)
   assert summary["step"] == 4 and summary["eval"]["num_videos"] == 128
   # item 1: one compilation of the validation step for three validations, one of the final test's
-  evals = [n for n in handler.names if n in ("eval_step", "step")]
+  evals = [t for n, t in zip(handler.names, handler.threads) if n in ("eval_step", "step")]
   assert len(evals) == 2, handler.names
+  # item 4: the final test's step compiled in the background during training, not after it
+  assert evals.count("compile_final_eval") == 1, evals
   assert handler.names.count("train_step") == 1, handler.names
   lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in lines if "val/top1@4x1" in r] == [1, 2, 3]
