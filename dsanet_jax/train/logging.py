@@ -183,3 +183,9 @@ def setup_console(workdir: str | None, *, verbose: bool = False) -> str | None:
   file_handler.setLevel(py_logging.INFO)
   py_logging.getLogger().addHandler(file_handler)
   return path
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  """Reads back a `metrics.jsonl` (tools/plot_runs)."""
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

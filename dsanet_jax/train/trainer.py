@@ -341,6 +341,7 @@ def make_evaluator(
     num_crops=crops,
     num_classes=config.model.num_classes,
     aggregate=config.eval.aggregate,
+    grouping=config.eval.grouping,
   )
 
 
@@ -764,6 +765,7 @@ def _input_sizes(
     process_count=jax.process_count(),
     what="train micro-batch",
   )
+  pipeline.check_frame_rate(config)
   num_train = config.train.num_train_examples or pipeline.num_examples(
     config, config.data.train_split
   )
