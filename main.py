@@ -30,6 +30,10 @@ _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes printed by --mode=predict.")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NUM_PROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PROC_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_VERBOSE = flags.DEFINE_bool(
+  "verbose", False, "Console shows every library's INFO lines (always in WORKDIR/log.txt)."
+)
+_TF_NOTICES = ("oneDNN custom operations", "absl::InitializeLog() is called")
 
 
 def _cluster_detected() -> bool:
@@ -54,6 +58,29 @@ def _maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def _import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (for tf.data) keeping its C++ start-up notices off the console."""
+  import tempfile
+
+  with tempfile.TemporaryFile(mode="w+") as tmp:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(tmp.fileno(), 2)
+    try:
+      import tensorflow  # noqa: F401
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      tmp.seek(0)
+      sys.stderr.writelines(s for s in tmp if not any(n in s for n in _TF_NOTICES))
+
+
+def _log_config_source() -> None:
+  overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  path = config_flags.get_config_filename(flags.FLAGS["config"])
+  logging.info("config %s %s", path, " ".join(overrides))
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -61,6 +88,13 @@ def main(argv: list[str]) -> int:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/default.py")
   _maybe_initialize_distributed()
+  _import_tensorflow_quietly()
+  from dsanet_jax.train import logging as log_lib
+
+  log_path = log_lib.setup_console(_WORKDIR.value, verbose=_VERBOSE.value)
+  _log_config_source()
+  if log_path:
+    logging.info("log file (every library's INFO lines): %s", log_path)
   from dsanet_jax.train import inference, trainer  # after distributed initialisation
 
   if _MODE.value == "predict":
@@ -76,7 +110,11 @@ def main(argv: list[str]) -> int:
     if _MODE.value == "train":
       summary = trainer.train_and_evaluate(config, _WORKDIR.value)
       if summary.get("preempted"):
-        logging.warning("stopped by SIGTERM at step %d after saving", summary["step"])
+        logging.warning(
+          "stopped (%s) at step %d after saving; the same command resumes",
+          summary["preempted"],
+          summary["step"],
+        )
         return 0
       res = summary["eval"]
     else:

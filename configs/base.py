@@ -128,6 +128,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_gmacs = True  # compile the eval forward once at step 0 to log GMACs per view
   # (first, last) step of a jax.profiler trace written under WORKDIR/profile; () = off.
   c.train.profile_steps = ()
+  # With several processes, SIGTERM/SIGINT are agreed on (an allgather) every N steps.
+  c.train.preemption_check_every_steps = 10
   # Initial weights: None (from scratch, allowed only when init_expected is empty), 'scratch'
   # (explicitly from scratch), a converted checkpoint dir, or a torchvision-layout 2D ResNet
   # (.pth / .safetensors), inflated to I3D at start-up as the original does.

@@ -201,3 +201,31 @@ def test_write_results(tmp_path):
   np.testing.assert_array_equal(pred["predicted"], [0, 1, 2])
   assert pred["video_id"].tolist() == ["a", "b", "c"]
   np.testing.assert_array_equal(pred["scores"], np.eye(3))
+
+
+def test_evaluator_compiled_ahead_runs_without_recompiling_and_reports_progress(caplog):
+  """`compile()` (as the trainer runs it in a thread during training) fills the step's cache:
+  the later evaluations compile nothing; a progress line with an ETA is logged."""
+  import logging
+
+  mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
+  model = ScoreModel()
+  model.eval()
+  graph, params, stats, rngs = trainer.split_model(model)
+  e = ev.Evaluator(graph, mesh, model_segments=2, num_segments=4, num_crops=2, num_classes=3)
+  batches = _eval_batches(13, 8, 2, 4)
+  e.compile((params, stats, rngs), jax.ShapeDtypeStruct(batches[0]["video"].shape, np.float32))
+  caplog.set_level(logging.INFO)
+  jax.config.update("jax_log_compiles", True)
+  try:
+    for _ in range(2):
+      metrics, _ = e.run((params, stats, rngs), batches, expected_videos=13, progress_every_s=0)
+  finally:
+    jax.config.update("jax_log_compiles", False)
+  assert metrics["num_videos"] == 13
+  compiled = [
+    r.getMessage() for r in caplog.records if "Compiling jit(eval_step)" in r.getMessage()
+  ]
+  assert compiled == [], compiled
+  progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval: ")]
+  assert progress and progress[0].startswith("eval: 8 of 13 videos, ETA"), progress

@@ -72,15 +72,50 @@ def test_sharded_step_matches_one_device():
   assert l1[0] != l1[1]  # the step changed the parameters
 
 
+def _real_model_run(devices, fsdp, model_cfg, train_cfg, batch, min_size=256):
+  """Two train steps of the real model (`models.build_model`) on `devices`; (state, losses)."""
+  from dsanet_jax.models import build_model
+
+  mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=fsdp)), devices)
+  sched = optim.make_schedule(train_cfg, 1.0, 10)
+  tx = optim.make_optimizer(train_cfg, sched)
+  build = lambda: build_model(model_cfg, rngs=nnx.Rngs(params=0, dropout=1))
+  abstract = jax.eval_shape(lambda: trainer.init_state(build, tx)[0])
+  sh = sharding_lib.state_shardings(abstract, mesh, min_size)
+  state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh)()
+  step = jax.jit(
+    trainer.make_train_step(trainer.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+    in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
+    out_shardings=(sh, sharding_lib.replicated(mesh)),
+  )
+  data = sharding_lib.batch_sharding(mesh)
+  losses = []
+  for _ in range(2):
+    b = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data, x), batch)
+    state, m = step(state, b)
+    losses.append(float(m["loss"]))
+  return jax.device_get(state), losses, state
+
+
+def _real_model_cfg(**kw):
+  c = base.get_base_config().model
+  c.update(depth=18, base_width=4, num_classes=5, num_segments=4, dropout_rate=0.5, **kw)
+  c.insert_freq = base.DSA_R18_INSERT_FREQ  # DSA's own BatchNorm is grouped too
+  return c
+
+
 def test_grouped_bn_matches_per_device_statistics():
-  """bn_group_size = per-device batch: 8 devices give the 1-device result with the same groups."""
-  model_cfg, train_cfg, batch = tiny_model_cfg(bn_group_size=2), _train_cfg(), _batch()
-  one, l1, _ = _run(jax.devices()[:1], 1, model_cfg, train_cfg, batch)
-  four, l4, _ = _run(jax.devices()[:4], 1, model_cfg, train_cfg, batch)
+  """The real model's grouped BatchNorm (`models.layers.BatchNorm`), bn_group_size = per-device
+  batch: sharded over 4 devices it gives the 1-device result; whole-batch statistics differ."""
+  train_cfg, batch = _train_cfg(), _batch(n=8, u=4, t=2, hw=16)
+  grouped = _real_model_cfg(bn_group_size=2)
+  one, l1, _ = _real_model_run(jax.devices()[:1], 1, grouped, train_cfg, batch)
+  four, l4, _ = _real_model_run(jax.devices()[:4], 1, grouped, train_cfg, batch)
   np.testing.assert_allclose(l1, l4, rtol=1e-5, atol=1e-5)
   _assert_same(one["params"], four["params"])
-  _, lg, _ = _run(jax.devices()[:1], 1, tiny_model_cfg(), train_cfg, batch)
-  assert abs(lg[1] - l1[1]) > 1e-6  # grouping changes the statistics, hence the loss
+  _assert_same(one["batch_stats"], four["batch_stats"])
+  _, lg, _ = _real_model_run(jax.devices()[:4], 1, _real_model_cfg(), train_cfg, batch)
+  assert abs(lg[1] - l4[1]) > 1e-6  # grouping changes the statistics, hence the loss
 
 
 def test_grad_accumulation_matches_big_batch_without_bn_state_effects():

@@ -16,14 +16,15 @@ exactly once with all its views, and the number of videos must equal the dataset
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from dsanet_jax.train import sharding as sharding_lib
 
@@ -81,7 +82,7 @@ def decode_ids(rows: np.ndarray) -> list[str]:
 class ViewAggregator:
   """Accumulates per-view scores by video id; checks that every video comes once, complete."""
 
-  def __init__(self, num_classes: int, views_per_video: int, aggregate: str = "logits"):
+  def __init__(self, num_classes: int, views_per_video: int, aggregate: str = "logits") -> None:
     if aggregate not in ("logits", "probs"):
       raise ValueError(f"config.eval.aggregate={aggregate!r}: expected 'logits' or 'probs'")
     self.num_classes, self.views, self.aggregate = num_classes, views_per_video, aggregate
@@ -89,7 +90,9 @@ class ViewAggregator:
     self._count: dict[str, int] = {}
     self._label: dict[str, int] = {}
 
-  def add(self, ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, mask: np.ndarray):
+  def add(
+    self, ids: Sequence[str], scores: np.ndarray, labels: np.ndarray, mask: np.ndarray
+  ) -> None:
     """ids [B]; scores f32 [B, V, K] view logits; labels int [B]; mask bool [B] (False = pad)."""
     scores = np.asarray(scores, np.float64)
     if scores.ndim == 2:
@@ -197,7 +200,7 @@ class Evaluator:
   def __init__(
     self,
     graphdef: Any,
-    mesh,
+    mesh: jax.sharding.Mesh,
     *,
     model_segments: int,
     num_segments: int,
@@ -205,13 +208,13 @@ class Evaluator:
     num_classes: int,
     aggregate: str = "logits",
     grouping: str = "per_crop",
-  ):
+  ) -> None:
     self.mesh, self.num_classes, self.aggregate = mesh, num_classes, aggregate
     self.num_segments, self.num_crops = num_segments, num_crops
     self.views = num_crops * (num_segments // model_segments)
     repl = sharding_lib.replicated(mesh)
 
-    def step(model_state, batch):
+    def eval_step(model_state: tuple[Any, ...], batch: dict[str, jax.Array]) -> dict[str, Any]:
       model = nnx.merge(graphdef, *model_state)
       views = interleave_views(batch["video"], model_segments, grouping)  # [V, B, U, T, H, W, 3]
       logits = jax.lax.map(lambda v: model(v).astype(jnp.float32), views)  # [V, B, K]
@@ -222,14 +225,11 @@ class Evaluator:
         "id": batch["id"],
       }
 
-    self._step = jax.jit(step, out_shardings=repl)
+    # One jit (one compilation per input layout) for the Evaluator's lifetime: keep the
+    # Evaluator to evaluate again without recompiling.
+    self._step = jax.jit(eval_step, out_shardings=repl)
 
-  def scores(self, model_state: tuple[Any, ...], local: dict[str, np.ndarray]) -> dict[str, Any]:
-    """One process-local batch -> the global batch's view logits on the host.
-
-    Returns `scores` f32 [B_global, V, K], `label`, `mask` and `video_id` (list of str), the same
-    on every process.
-    """
+  def _global_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     if local["video"].shape[1:3] != (self.num_crops, self.num_segments):
       raise ValueError(
         f"eval batch video {local['video'].shape} does not have [B, {self.num_crops} crops, "
@@ -242,7 +242,39 @@ class Evaluator:
       "id": encode_ids(local["video_id"]),
     }
     data_sharding = sharding_lib.batch_sharding(self.mesh)
-    batch = jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), host)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(data_sharding, x), host)
+
+  def compile(self, model_state: tuple[Any, ...], local_video: jax.ShapeDtypeStruct) -> None:
+    """Compiles the eval step ahead of its first batch (safe in a background thread).
+
+    model_state: arrays or ShapeDtypeStructs with the shardings the later calls will have;
+    local_video: the process-local video batch [B, crops, U_test, T, H, W, 3].
+    """
+    b = local_video.shape[0] * jax.process_count()
+    data = sharding_lib.batch_sharding(self.mesh)
+    sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=data)
+    batch = {
+      "video": sds((b, *local_video.shape[1:]), local_video.dtype),
+      "label": sds((b,), np.int32),
+      "mask": sds((b,), np.bool_),
+      "id": sds((b, ID_BYTES), np.uint8),
+    }
+    committed = lambda x: getattr(x, "committed", True)  # uncommitted arrays: no sharding
+    state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=x.sharding if committed(x) else None
+      ),
+      model_state,
+    )
+    self._step.lower(state, batch).compile()
+
+  def scores(self, model_state: tuple[Any, ...], local: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One process-local batch -> the global batch's view logits on the host.
+
+    Returns `scores` f32 [B_global, V, K], `label`, `mask` and `video_id` (list of str), the same
+    on every process.
+    """
+    batch = self._global_batch(local)
     out = jax.device_get(self._step(model_state, batch))
     out["video_id"] = decode_ids(out.pop("id"))
     return out
@@ -253,12 +285,24 @@ class Evaluator:
     batches: Iterable[dict[str, np.ndarray]],
     *,
     expected_videos: int | None,
+    progress_every_s: float = 30.0,
   ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Evaluates; returns (metrics, predictions) with predictions per video id."""
+    """Evaluates; returns (metrics, predictions) with predictions per video id.
+
+    Logs progress (videos done, ETA from `expected_videos`) at most every `progress_every_s`.
+    """
     agg = ViewAggregator(self.num_classes, self.views, self.aggregate)
+    t0 = t_log = time.time()
+    done = 0
     for local in batches:
       out = self.scores(model_state, local)
       agg.add(out["video_id"], out["scores"], out["label"], out["mask"])
+      done += int(np.sum(out["mask"]))
+      now = time.time()
+      if expected_videos and now - t_log >= progress_every_s and done < expected_videos:
+        eta = (now - t0) / done * (expected_videos - done)
+        logging.info("eval: %d of %d videos, ETA %.0f s", done, expected_videos, eta)
+        t_log = now
     ids, scores, labels = agg.finalize(expected_videos)
     metrics = classification_metrics(scores, labels, self.num_classes, aggregate=self.aggregate)
     metrics.update(num_videos=len(ids), num_classes=self.num_classes, num_views=self.views)
@@ -296,8 +340,3 @@ def write_results(
     predicted=scores.argmax(-1) if len(scores) else np.zeros(0, np.int64),
   )
   return path
-
-
-def sync(name: str) -> None:
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)

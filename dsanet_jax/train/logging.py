@@ -1,18 +1,36 @@
-"""Metric writers: TensorBoard (clu SummaryWriter) + JSON lines + absl logging; process 0 only.
+"""Metric writers (TensorBoard + JSON lines, process 0 only) and the console / log-file set-up.
 
 `WORKDIR/metrics.jsonl` gets one JSON object per `write_scalars` call:
-`{"step": s, "time": t, "train/loss": ...}`.
+`{"step": s, "time": t, "train/loss": ...}`. A resumed run truncates the records after its start
+step (they are replayed), so that every step appears once.
+
+The console shows this project's INFO lines (one per log step, one per evaluation, where results
+go) and every library's warnings except known noise; `WORKDIR/log.txt` keeps everything at INFO,
+third-party lines (Orbax, TFDS, JAX) included.
 """
 
 import json
+import logging as py_logging
 import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from absl import logging
 from clu import metric_writers
 from clu.metric_writers import interface
+
+LOG_FILE = "log.txt"
+# Source trees whose INFO lines reach the console (by the logging call's file path).
+_OWN = (
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # dsanet_jax/
+  os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "main"
+  ),
+)
+# Third-party warnings that say nothing actionable to a user of this project.
+_NOISE = ("`TensorInfo.dtype` is deprecated", "Unable to initialize backend")
 
 
 def _to_py(v: Any) -> Any:
@@ -21,11 +39,20 @@ def _to_py(v: Any) -> Any:
 
 
 class JsonlWriter(interface.MetricWriter):
-  """Appends scalars (and texts, hparams) as JSON lines to one file."""
+  """Appends scalars (and texts, hparams) as JSON lines to one file.
 
-  def __init__(self, path: str):
+  Args:
+    path: the file (created if missing).
+    resume_step: if given, records of later steps already in the file are dropped first (a
+      resumed run replays them).
+  """
+
+  def __init__(self, path: str, resume_step: int | None = None) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    self._f = open(path, "a")  # noqa: SIM115 (closed in close())
+    if resume_step is not None and os.path.exists(path):
+      _truncate_after(path, resume_step)
+    # line-buffered: every record reaches the file at once (a killed run keeps its records)
+    self._f = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
 
   def _write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
     rec = {"step": int(step), "time": round(time.time(), 3)}
@@ -43,19 +70,19 @@ class JsonlWriter(interface.MetricWriter):
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
     self._f.write(json.dumps({"kind": "hparams", **{k: str(v) for k, v in hparams.items()}}) + "\n")
 
-  def write_summaries(self, step, values, metadata=None) -> None:
+  def write_summaries(self, step: int, values: Mapping[str, Any], metadata: Any = None) -> None:
     pass
 
-  def write_images(self, step, images) -> None:
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
     pass
 
-  def write_videos(self, step, videos) -> None:
+  def write_videos(self, step: int, videos: Mapping[str, Any]) -> None:
     pass
 
-  def write_audios(self, step, audios, *, sample_rate) -> None:
+  def write_audios(self, step: int, audios: Mapping[str, Any], *, sample_rate: int) -> None:
     pass
 
-  def write_histograms(self, step, arrays, num_buckets=None) -> None:
+  def write_histograms(self, step: int, arrays: Mapping[str, Any], num_buckets: Any = None) -> None:
     pass
 
   def flush(self) -> None:
@@ -66,20 +93,99 @@ class JsonlWriter(interface.MetricWriter):
       self._f.close()
 
 
-def create_writer(workdir: str, *, is_main: bool) -> interface.MetricWriter:
-  """absl logging everywhere; on process 0 also TensorBoard events and `metrics.jsonl`."""
+def _truncate_after(path: str, step: int) -> None:
+  """Drops the records of `path` whose step is after `step` (rewritten atomically)."""
+  with open(path) as f:
+    lines = [s for s in f if s.strip()]
+  keep = [s for s in lines if json.loads(s).get("step", 0) <= step]
+  if len(keep) == len(lines):
+    return
+  with open(path + ".tmp", "w") as f:
+    f.writelines(keep)
+  os.replace(path + ".tmp", path)
+  logging.info(
+    "%s: dropped %d records after step %d (replayed by this resumed run)",
+    path,
+    len(lines) - len(keep),
+    step,
+  )
+
+
+def create_writer(
+  workdir: str, *, is_main: bool, resume_step: int | None = None
+) -> interface.MetricWriter:
+  """On process 0: TensorBoard events and `metrics.jsonl` (truncated after `resume_step`).
+
+  Nothing goes to the console: the trainer prints one line per log step itself.
+  """
   if not is_main:
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter(
     [
-      metric_writers.LoggingWriter(),
       metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+      JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step),
     ]
   )
 
 
+def file_only(msg: str, *args: Any) -> None:
+  """An INFO line for the log file, not the console (e.g. the full config)."""
+  logging.info(msg, *args, extra={"file_only": True})
+
+
+class _ConsoleFilter(py_logging.Filter):
+  """This project's INFO and above; other libraries' WARNING and above, less known noise."""
+
+  def __init__(self, verbose: bool) -> None:
+    super().__init__()
+    self.verbose = verbose
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if self.verbose:
+      return True
+    if getattr(record, "file_only", False):
+      return False
+    own = record.pathname.startswith(_OWN)
+    if not own and record.levelno < py_logging.WARNING:
+      return False
+    return not any(s in str(record.msg) for s in _NOISE)
+
+
+class _ConsoleFormatter(py_logging.Formatter):
+  def format(self, record: py_logging.LogRecord) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(record.created))
+    level = "" if record.levelno < py_logging.WARNING else f"{record.levelname}: "
+    return f"{t} {level}{record.getMessage()}"
+
+
+def setup_console(workdir: str | None, *, verbose: bool = False) -> str | None:
+  """Quiet console, full log file; returns the log file's path (None without a workdir).
+
+  The console (stderr) gets this project's INFO lines and other libraries' warnings (`verbose`:
+  everything); `WORKDIR/log.txt` (process 0: `log.txt`, others `log.<i>.txt`) gets every INFO line
+  in absl's format. Call once, after flags are parsed and before the run starts.
+  """
+  logging.set_verbosity(logging.INFO)
+  absl_handler = logging.get_absl_handler()
+  absl_handler.python_handler.setFormatter(_ConsoleFormatter())
+  absl_handler.addFilter(_ConsoleFilter(verbose))
+  for name in ("jax", "orbax", "tensorflow", "tensorflow_datasets"):
+    py_logging.getLogger(name).setLevel(py_logging.INFO)
+  if not workdir:
+    return None
+  import jax  # the process index is known once jax is initialised
+
+  os.makedirs(workdir, exist_ok=True)
+  i = jax.process_index()
+  path = os.path.join(workdir, LOG_FILE if i == 0 else f"log.{i}.txt")
+  file_handler = py_logging.FileHandler(path)
+  file_handler.setFormatter(logging.PythonFormatter())
+  file_handler.setLevel(py_logging.INFO)
+  py_logging.getLogger().addHandler(file_handler)
+  return path
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Reads back a `metrics.jsonl` (for tests and plots)."""
+  """Reads back a `metrics.jsonl` (tools/plot_runs)."""
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]

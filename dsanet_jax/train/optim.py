@@ -2,7 +2,9 @@
 
 The learning rate is `base_lr * global_batch_size / reference_batch_size`. The schedule is a
 linear warm-up from `warmup_start_factor * lr` over `warmup_epochs`, then 'step' (x`lr_decay_factor`
-at each of `lr_decay_epochs`), 'cosine' (to 0 at the end) or 'constant'. As the original, weight
+at each of `lr_decay_epochs`), 'cosine' (to 0 at the end) or 'constant'. With `train.num_steps` set,
+the schedule's epochs are `num_steps / num_epochs` steps each, so that warm-up and decay keep their
+place in the run however long it is (`schedule_steps_per_epoch`). As the original, weight
 decay applies to every parameter (BatchNorm and DSA included), as coupled L2 for SGD (PyTorch's SGD
 `weight_decay`) and decoupled for AdamW; gradients are clipped by global norm before both.
 """
@@ -16,11 +18,25 @@ def peak_learning_rate(train_cfg: ml_collections.ConfigDict) -> float:
   return train_cfg.base_lr * train_cfg.global_batch_size / train_cfg.reference_batch_size
 
 
+def schedule_steps_per_epoch(
+  train_cfg: ml_collections.ConfigDict, steps_per_epoch: float, total_steps: int
+) -> float:
+  """Steps per schedule epoch: the data's, or `total_steps / num_epochs` when `num_steps` is set."""
+  if train_cfg.num_steps and train_cfg.num_epochs > 0:
+    return total_steps / train_cfg.num_epochs
+  return steps_per_epoch
+
+
 def make_schedule(
   train_cfg: ml_collections.ConfigDict, steps_per_epoch: float, total_steps: int
 ) -> optax.Schedule:
-  """Returns step -> learning rate (f32 scalar)."""
+  """Returns step -> learning rate (f32 scalar) over a run of `total_steps`.
+
+  `steps_per_epoch` is the data's; with `train.num_steps` set the epochs of the schedule are
+  rescaled to the run (`schedule_steps_per_epoch`).
+  """
   lr = peak_learning_rate(train_cfg)
+  steps_per_epoch = schedule_steps_per_epoch(train_cfg, steps_per_epoch, total_steps)
   warmup = round(train_cfg.warmup_epochs * steps_per_epoch)
   kind = train_cfg.schedule
   if kind == "step":

@@ -12,13 +12,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXES = ("data", "fsdp")
 
 
-def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[Any] | None = None):
+def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
   """Returns a `jax.sharding.Mesh` with axes ('data', 'fsdp') and Auto axis types.
 
   Args:
@@ -41,12 +41,12 @@ def make_mesh(mesh_cfg: ml_collections.ConfigDict, devices: Sequence[Any] | None
   return jax.make_mesh((data, fsdp), ("data", "fsdp"), axis_types=(auto, auto), devices=devices)
 
 
-def batch_sharding(mesh) -> NamedSharding:
+def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding of a global batch: leading axis over ('data', 'fsdp'), the rest replicated."""
   return NamedSharding(mesh, P(DATA_AXES))
 
 
-def replicated(mesh) -> NamedSharding:
+def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
@@ -65,11 +65,11 @@ def fsdp_spec(shape: Sequence[int], fsdp_size: int, min_size: int) -> P:
   return P()
 
 
-def state_shardings(abstract_state: Any, mesh, min_size: int) -> Any:
+def state_shardings(abstract_state: Any, mesh: Mesh, min_size: int) -> Any:
   """NamedShardings for every leaf of a (possibly abstract) train state, by the FSDP rule."""
   fsdp_size = mesh.shape["fsdp"]
 
-  def rule(x):
+  def rule(x: Any) -> NamedSharding:
     shape = getattr(x, "shape", ())
     return NamedSharding(mesh, fsdp_spec(shape, fsdp_size, min_size))
 
@@ -84,7 +84,7 @@ def with_shardings(abstract_state: Any, shardings: Any) -> Any:
 
 
 def check_batch_layout(
-  mesh, global_batch: int, bn_group_size: int, *, process_count: int, what: str = "train"
+  mesh: Mesh, global_batch: int, bn_group_size: int, *, process_count: int, what: str = "train"
 ) -> int:
   """Checks that a global batch splits over processes/devices and BN groups; returns per-device.
 
@@ -102,14 +102,16 @@ def check_batch_layout(
     raise ValueError(f"{what}: global batch {global_batch} not divisible by {process_count} hosts")
   per_device = global_batch // n
   g = bn_group_size
-  if g:
-    if global_batch % g:
-      raise ValueError(
-        f"config.model.bn_group_size={g} must divide the {what} (micro)batch of {global_batch}"
-      )
-    if per_device % g and g % per_device:
-      raise ValueError(
-        f"config.model.bn_group_size={g} straddles devices: each of the {n} devices holds "
-        f"{per_device} videos; use a group size that divides {per_device} or a multiple of it"
-      )
+  if g and (global_batch % g or (per_device % g and g % per_device)):
+    fix = max(d for d in range(1, min(g, per_device) + 1) if per_device % d == 0)
+    why = (
+      f"must divide the {what} (micro)batch of {global_batch}"
+      if global_batch % g
+      else f"straddles devices: each of the {n} devices holds {per_device} videos"
+    )
+    raise ValueError(
+      f"config.model.bn_group_size={g} {why}; set --config.model.bn_group_size={fix} "
+      f"(statistics per {fix} videos, a divisor of the {per_device} per device), or "
+      "--config.model.bn_group_size=0 (over the whole batch)"
+    )
   return per_device

@@ -11,6 +11,7 @@ optax state). Dropout randomness is not state: the model's RNG streams are re-se
 `fold_in(seed, step)`, so a resumed run draws the same masks as an uninterrupted one.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -137,7 +138,7 @@ def make_train_step(
   base_key = jax.random.key(seed)
   acc = grad_accum_steps
 
-  def loss_fn(params, stats, rngs, mb):
+  def loss_fn(params: Any, stats: Any, rngs: Any, mb: dict[str, jax.Array]) -> tuple[Any, Any]:
     model = nnx.merge(mdef.train_graph, params, stats, rngs)
     logits = model(mb["video"])
     loss, correct = cross_entropy(logits, mb["label"], mb["mask"], label_smoothing)
@@ -145,7 +146,7 @@ def make_train_step(
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train_step(state, batch):
+  def train_step(state: State, batch: dict[str, jax.Array]) -> tuple[State, dict[str, Any]]:
     step = state["step"]
     key = jax.random.fold_in(base_key, step)
     params = state["params"]
@@ -157,7 +158,7 @@ def make_train_step(
         lambda x: jnp.moveaxis(x.reshape(x.shape[0] // acc, acc, *x.shape[1:]), 1, 0), batch
       )
 
-      def body(carry, xs):
+      def body(carry: tuple[Any, ...], xs: tuple[Any, Any]) -> tuple[tuple[Any, ...], None]:
         g_sum, stats, loss_sum, corr_sum = carry
         i, mb = xs
         rngs = fresh_rngs(mdef.abstract_rngs, jax.random.fold_in(key, i))
@@ -197,27 +198,47 @@ def model_state(state: State, mdef: ModelDef, seed: int = 0) -> tuple[Any, Any, 
 
 
 class _Preemption:
-  """Records SIGTERM (pre-emption); `requested()` agrees across processes."""
+  """Records SIGTERM (pre-emption) and SIGINT (Ctrl-C) while the loop runs; a context manager.
 
-  def __init__(self):
-    self.flag = False
-    self._old = None
+  `requested(step)` agrees across processes: with several, an allgather every `every` steps (the
+  same steps everywhere). A second Ctrl-C raises KeyboardInterrupt at once.
+  """
+
+  def __init__(self, every: int) -> None:
+    self.signal: str | None = None
+    self.every = max(1, int(every))
+    self._old: dict[int, Any] = {}
+
+  def __enter__(self) -> "_Preemption":
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handler)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, self._handler)
+    return self
 
-  def _handler(self, signum, frame):
-    logging.warning("SIGTERM received: saving a checkpoint and exiting")
-    self.flag = True
+  def __exit__(self, *exc: object) -> None:
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    self._old = {}
 
-  def requested(self) -> bool:
+  def _handler(self, signum: int, frame: Any) -> None:
+    name = signal.Signals(signum).name
+    if signum == signal.SIGINT and self.signal == "SIGINT":
+      raise KeyboardInterrupt
+    self.signal = name
+    logging.warning(
+      "%s received: saving a checkpoint at the current step (after any save in flight) and "
+      "exiting%s",
+      name,
+      "; press Ctrl-C again to stop at once" if signum == signal.SIGINT else "",
+    )
+
+  def requested(self, step: int) -> bool:
     if jax.process_count() == 1:
-      return self.flag
-    flags = multihost_utils.process_allgather(np.array([self.flag], np.int32))
+      return self.signal is not None
+    if step % self.every:
+      return False
+    flags = multihost_utils.process_allgather(np.array([self.signal is not None], np.int32))
     return bool(np.any(flags))
-
-  def restore(self):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -233,7 +254,8 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
     )
 
 
-def _log_banner(config, mesh, workdir: str) -> None:
+def _log_banner(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, workdir: str) -> None:
+  """Versions, processes, devices and mesh; the full config goes to the log file only."""
   import flax
   import orbax.checkpoint
 
@@ -253,7 +275,8 @@ def _log_banner(config, mesh, workdir: str) -> None:
     jax.devices()[0].platform,
     dict(mesh.shape),
   )
-  logging.info("workdir %s\nconfig:\n%s", workdir, config)
+  logging.info("workdir %s (full log and config: %s)", workdir, log_lib.LOG_FILE)
+  log_lib.file_only("config:\n%s", config)
 
 
 def _build_fn(model_cfg: ml_collections.ConfigDict, seed: int) -> Callable[[], nnx.Module]:
@@ -274,8 +297,8 @@ def _model_info(config: ml_collections.ConfigDict, params: Any) -> dict[str, flo
       config.model, num_frames=config.data.num_frames, crop_size=config.data.crop_size
     )
     info["gmacs_per_view"] = float(g["gmacs_per_view"])
-  except Exception as e:
-    logging.warning("could not compute GMACs: %s", e)
+  except (KeyError, TypeError, ValueError, NotImplementedError) as e:
+    logging.warning("could not compute GMACs (config.train.log_gmacs): %s", e)
   logging.info("model: %s", info)
   return info
 
@@ -287,35 +310,27 @@ def _steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[float, in
   return steps_per_epoch, max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
 
 
-def _eval_views(config, final: bool) -> tuple[int, int]:
+def _eval_views(config: ml_collections.ConfigDict, final: bool) -> tuple[int, int]:
   if final:
     return config.eval.num_segments, config.eval.num_crops
   return config.eval.val_num_segments, config.eval.val_num_crops
 
 
-def _num_views(config, final: bool) -> tuple[str, int, int]:
+def _num_views(config: ml_collections.ConfigDict, final: bool) -> tuple[str, int, int]:
   u, c = _eval_views(config, final)
   return f"{u}x{c}", u, c
 
 
-def run_evaluation(
-  config: ml_collections.ConfigDict,
-  mesh,
-  mdef: ModelDef,
-  state: State,
-  *,
-  final: bool,
-  class_names: list[str] | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Multi-view evaluation of `state` on `config.data.eval_split` (test or validation views)."""
-  from dsanet_jax.data import pipeline
+def _eval_crop_size(config: ml_collections.ConfigDict, final: bool) -> int | None:
+  return None if final else min(config.data.crop_size, config.eval.short_side)
 
-  name, u_test, crops = _num_views(config, final)
-  pc, pi = jax.process_count(), jax.process_index()
-  sharding_lib.check_batch_layout(
-    mesh, config.eval.batch_size, 0, process_count=pc, what="eval.batch_size"
-  )
-  ev = eval_lib.Evaluator(
+
+def make_evaluator(
+  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, mdef: ModelDef, *, final: bool
+) -> eval_lib.Evaluator:
+  """The Evaluator of the final test (`final`) or of periodic validation; keep it to reuse."""
+  _, u_test, crops = _num_views(config, final)
+  return eval_lib.Evaluator(
     mdef.eval_graph,
     mesh,
     model_segments=config.model.num_segments,
@@ -325,26 +340,68 @@ def run_evaluation(
     aggregate=config.eval.aggregate,
     grouping=config.eval.grouping,
   )
+
+
+def split_note(config: ml_collections.ConfigDict, split: str, present: int) -> str | None:
+  """'2 of 19,906 listed videos present; 19,904 skipped {reasons}' if the prepared split lacks
+  videos (the builders' `info.metadata['skipped']`), else None."""
+  from dsanet_jax.data import pipeline
+
+  meta = pipeline.load_builder(config).info.metadata or {}
+  rec = (meta.get("skipped") or {}).get(split) or {}
+  if not rec.get("total"):
+    return None
+  listed = int(rec.get("listed", present + rec["total"]))
+  return (
+    f"{present:,} of {listed:,} listed videos present; {int(rec['total']):,} skipped "
+    f"{rec.get('by_reason', {})}"
+  )
+
+
+def run_evaluation(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  mdef: ModelDef,
+  state: State,
+  *,
+  final: bool,
+  class_names: list[str] | None,
+  evaluator: eval_lib.Evaluator | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Multi-view evaluation of `state` on `config.data.eval_split` (test or validation views).
+
+  `evaluator` (from `make_evaluator`) is reused across calls, so that it compiles once.
+  """
+  from dsanet_jax.data import pipeline
+
+  name, u_test, crops = _num_views(config, final)
+  pc, pi = jax.process_count(), jax.process_index()
+  split = config.data.eval_split
+  sharding_lib.check_batch_layout(
+    mesh, config.eval.batch_size, 0, process_count=pc, what="eval.batch_size"
+  )
+  ev = evaluator or make_evaluator(config, mesh, mdef, final=final)
   it = pipeline.make_eval_iterator(
     config,
-    split=config.data.eval_split,
+    split=split,
     local_batch_size=config.eval.batch_size // pc,
     process_index=pi,
     process_count=pc,
     num_segments=u_test,
     num_crops=crops,
-    crop_size=None if final else min(config.data.crop_size, config.eval.short_side),
+    crop_size=_eval_crop_size(config, final),
   )
+  expected = pipeline.num_examples(config, split)
+  note = split_note(config, split, expected)
+  if note:
+    logging.warning("eval split %r is incomplete: %s", split, note)
   t0 = time.time()
-  metrics, predictions = ev.run(
-    model_state(state, mdef),
-    it,
-    expected_videos=pipeline.num_examples(config, config.data.eval_split),
-  )
+  metrics, predictions = ev.run(model_state(state, mdef), it, expected_videos=expected)
   metrics["views"] = name
   metrics["eval_seconds"] = time.time() - t0
   logging.info(
-    "eval (%s views, %d videos): top1 %.4f top5 %.4f mAP %.4f in %.1fs",
+    "eval %s (%s views, %d videos): top1 %.4f top5 %.4f mAP %.4f in %.1fs",
+    split,
     name,
     metrics["num_videos"],
     metrics["top1"],
@@ -406,7 +463,12 @@ def _stored_results(path: str, step: int) -> dict[str, Any] | None:
   return res
 
 
-def _meta(config, step: int, class_names, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _meta(
+  config: ml_collections.ConfigDict,
+  step: int,
+  class_names: list[str] | None,
+  extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   m = {"step": int(step), "config": json.loads(config.to_json_best_effort())}
   if class_names is not None:
     m["class_names"] = list(class_names)
@@ -417,44 +479,251 @@ def _meta(config, step: int, class_names, extra: dict[str, Any] | None = None) -
 # ===================================================================================== the loop
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains with periodic validation, checkpoints, then runs the final multi-view evaluation.
+class _StepLog:
+  """Per-step metrics between log steps: fetched at log steps, checked finite, averaged, written.
 
-  Returns a summary: `{"step", "start", "train": last logged metrics, "eval": final metrics}`.
-  Raises NonFiniteLossError on a non-finite loss (after waiting for pending good saves).
+  One console line per log step (with data-wait fraction, compile time on the first, and ETA);
+  the same numbers go to the metric writers as `train/...`.
   """
-  from dsanet_jax.data import pipeline
 
-  # ----------------------------------------------------------------------- set-up
-  workdir = os.path.abspath(workdir)
-  is_main = jax.process_index() == 0
-  pc, pi = jax.process_count(), jax.process_index()
-  if is_main:
-    os.makedirs(workdir, exist_ok=True)
-  writer = log_lib.create_writer(workdir, is_main=is_main)
+  def __init__(
+    self, config: ml_collections.ConfigDict, writer: Any, total_steps: int, spe: float, step: int
+  ) -> None:
+    self.config, self.writer, self.total, self.steps_per_epoch = config, writer, total_steps, spe
+    self.first = step
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.t, self.wait_s, self.n = time.time(), 0.0, 0
+    self.compile_s: float | None = None
+    self.last: dict[str, float] = {}
 
-  # ----------------------------------------------------------------------- mesh
-  mesh = sharding_lib.make_mesh(config.mesh)
-  _log_banner(config, mesh, workdir)
+  def compiled(self, seconds: float) -> None:
+    """The train step took `seconds` to compile (not counted in the first step's rate)."""
+    self.compile_s = seconds
+    self.t += seconds
 
-  # ----------------------------------------------------------------------- input
-  gbs = config.train.global_batch_size
-  acc = config.train.grad_accum_steps
-  if gbs % acc:
-    raise ValueError(f"train.global_batch_size={gbs} not divisible by grad_accum_steps={acc}")
-  sharding_lib.check_batch_layout(
-    mesh, gbs // acc, config.model.bn_group_size, process_count=pc, what="train micro-batch"
-  )
-  pipeline.check_frame_rate(config)
-  num_train = config.train.num_train_examples or pipeline.num_examples(
-    config, config.data.train_split
-  )
-  steps_per_epoch, total_steps = _steps(config, num_train)
-  try:
-    class_names = list(pipeline.class_names(config))
-  except Exception as e:
-    logging.warning("no class names: %s", e)
-    class_names = None
+  def add(self, step: int, metrics: dict[str, jax.Array], wait_s: float) -> None:
+    """`metrics` of the update that made step `step` (1-based); `wait_s` waiting for its batch."""
+    self.pending.append((step - 1, metrics))
+    self.wait_s += wait_s
+    self.n += 1
+    if self.due(step):
+      self.write(step)
+
+  def flush(self) -> dict[str, float]:
+    """Fetches pending per-step metrics, checks them finite, returns their mean."""
+    if not self.pending:
+      return {}
+    fetched = jax.device_get([m for _, m in self.pending])
+    for (s, _), m in zip(self.pending, fetched):
+      _check_finite(s, {k: float(v) for k, v in m.items()})
+    self.pending = []
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+  def due(self, step: int) -> bool:
+    every = self.config.train.log_every_steps
+    return step % every == 0 or step == self.total or step == self.first + 1
+
+  def write(self, step: int) -> dict[str, float]:
+    means = self.flush()
+    dt = max(time.time() - self.t, 1e-9)
+    rate = self.n / dt
+    gbs = self.config.train.global_batch_size
+    means.update(
+      steps_per_sec=rate,
+      videos_per_sec=rate * gbs,
+      clips_per_sec=rate * gbs * self.config.model.num_segments,
+      data_wait_fraction=self.wait_s / dt,
+      epoch=step / self.steps_per_epoch,
+      eta_minutes=(self.total - step) / max(rate, 1e-9) / 60,
+    )
+    compiled = ""
+    if step == self.first + 1 and self.compile_s is not None:
+      means["compile_seconds"] = self.compile_s
+      compiled = f"  (compile {self.compile_s:.1f}s)"
+    self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+    logging.info(
+      "step %d/%d loss %.4f acc %.3f lr %.4g |g| %.3g  %.1f clips/s  wait %.0f%%  ETA %.1f min%s",
+      step,
+      self.total,
+      means["loss"],
+      means["accuracy"],
+      means["learning_rate"],
+      means["grad_norm"],
+      means["clips_per_sec"],
+      100 * means["data_wait_fraction"],
+      means["eta_minutes"],
+      compiled,
+    )
+    self.last = means
+    self.t, self.wait_s, self.n = time.time(), 0.0, 0
+    return means
+
+
+class _Profile:
+  """A `jax.profiler` trace of train steps first..last (1-based, inclusive) in WORKDIR/profile.
+
+  TensorBoard's profile plugin reads it: `tensorboard --logdir WORKDIR/profile`.
+  """
+
+  def __init__(self, steps: Any, workdir: str) -> None:
+    steps = tuple(steps or ())
+    if steps and (len(steps) != 2 or not 1 <= int(steps[0]) <= int(steps[1])):
+      raise ValueError(
+        f"config.train.profile_steps={steps}: expected (first, last) with 1 <= first <= last, "
+        "e.g. --config.train.profile_steps='(10, 12)'"
+      )
+    self.steps = tuple(int(s) for s in steps)
+    self.dir = os.path.join(workdir, "profile")
+    self.active = False
+
+  def before(self, step: int) -> None:
+    """Called before the update that makes step `step + 1`."""
+    if self.steps and step + 1 == self.steps[0]:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+
+  def after(self, step: int, out: Any) -> None:
+    if self.active and step >= self.steps[1]:
+      jax.block_until_ready(out)
+      self.close()
+      logging.info("profile of steps %d-%d written under %s", *self.steps, self.dir)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+  def __enter__(self) -> "_Profile":
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.close()
+
+
+class _Evaluations:
+  """Periodic validation and the final test of a run: each Evaluator is made (and compiled) once.
+
+  The final test's step compiles in a background thread while training runs (without it, the run
+  sat silent for ~7 s of compilation between the last save and the test result).
+  """
+
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    mesh: jax.sharding.Mesh,
+    mdef: ModelDef,
+    writer: Any,
+    class_names: list[str] | None,
+    workdir: str,
+  ) -> None:
+    self.config, self.mesh, self.mdef, self.writer = config, mesh, mdef, writer
+    self.class_names = class_names
+    self.results_path = os.path.join(workdir, "eval", "results.json")
+    self._evaluators: dict[bool, eval_lib.Evaluator] = {}
+    self._compiling: threading.Thread | None = None
+
+  def evaluator(self, final: bool) -> eval_lib.Evaluator:
+    if final not in self._evaluators:
+      self._evaluators[final] = make_evaluator(self.config, self.mesh, self.mdef, final=final)
+    return self._evaluators[final]
+
+  def precompile_final(self, state: State) -> None:
+    """Starts compiling the final test's step (shapes and shardings of `state`) in a thread."""
+    c = self.config
+    _, u_test, crops = _num_views(c, True)
+    s = c.eval.crop_size
+    local = jax.ShapeDtypeStruct(
+      (c.eval.batch_size // jax.process_count(), crops, u_test, c.data.num_frames, s, s, 3),
+      jnp.dtype(c.data.dtype),
+    )
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=x.sharding if x.committed else None
+      ),
+      model_state(state, self.mdef),
+    )
+    ev = self.evaluator(True)
+    self._compiling = threading.Thread(
+      target=ev.compile, args=(abstract, local), name="compile_final_eval", daemon=True
+    )
+    self._compiling.start()
+
+  def periodic(self, state: State, step: int, total_steps: int) -> float | None:
+    """Validation top-1 at `train.eval_every_steps` (not at the last step), else None."""
+    every = self.config.train.eval_every_steps
+    if every and step % every == 0 and step < total_steps:
+      return self(state, step, final=False)["top1"]
+    return None
+
+  def __call__(self, state: State, step: int, *, final: bool) -> dict[str, Any]:
+    if final and self._compiling is not None:
+      self._compiling.join()
+    metrics, predictions = run_evaluation(
+      self.config,
+      self.mesh,
+      self.mdef,
+      state,
+      final=final,
+      class_names=self.class_names,
+      evaluator=self.evaluator(final),
+    )
+    prefix, v = ("test" if final else "val"), metrics["views"]
+    keys = ("top1", "top5", "mAP", "mean_class_accuracy")
+    self.writer.write_scalars(step, {f"{prefix}/{k}@{v}": metrics[k] for k in keys})
+    if final:
+      path = eval_lib.write_results(
+        os.path.dirname(self.results_path),
+        metrics,
+        predictions,
+        self.class_names,
+        extra={"step": step, "split": self.config.data.eval_split},
+      )
+      logging.info("results: %s", path)
+    return metrics
+
+
+class _Saver:
+  """Checkpoints of the run (async; a state after a non-finite step is never saved)."""
+
+  def __init__(
+    self, mngr: Any, config: ml_collections.ConfigDict, class_names: list[str] | None
+  ) -> None:
+    self.mngr, self.config, self.class_names = mngr, config, class_names
+
+  def due(self, step: int, total_steps: int, validated: bool) -> bool:
+    every = self.config.checkpoint.every_steps
+    return validated or step == total_steps or bool(every and step % every == 0)
+
+  def save(self, step: int, state: State, log: _StepLog, val_top1: float | None = None) -> None:
+    log.flush()  # raises NonFiniteLossError before a bad state is saved
+    extra = {} if val_top1 is None else {ckpt_lib.BEST_METRIC: val_top1}
+    meta = _meta(self.config, step, self.class_names, extra)
+    ckpt_lib.save(self.mngr, step, state, meta, metrics=extra or None)
+
+
+def _compile(train_step: Any, state: State, batch: dict[str, jax.Array]) -> float:
+  """Compiles the train step for these inputs (the jit's cache keeps it); returns seconds."""
+  t0 = time.time()
+  train_step.lower(state, batch).compile()
+  return time.time() - t0
+
+
+def _finished(
+  mngr: Any, evaluate: _Evaluations, state: State, step: int, start: str
+) -> dict[str, Any]:
+  """The run had already reached its last step: its stored results, else the final test."""
+  mngr.wait_until_finished()
+  res = _stored_results(evaluate.results_path, step)
+  if res is not None:
+    logging.info("training already finished at step %d; results in %s", step, evaluate.results_path)
+    return {"step": step, "start": start, "train": {}, "eval": res}
+  return {"step": step, "start": start, "train": {}, "eval": evaluate(state, step, final=True)}
+
+
+def _log_input(
+  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, num_train: int, spe: float, total: int
+) -> None:
+  gbs, pc = config.train.global_batch_size, jax.process_count()
   logging.info(
     "%d training videos, global batch %d (%d per process, %d per device), %.2f steps/epoch, "
     "%d steps",
@@ -462,190 +731,218 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     gbs,
     gbs // pc,
     gbs // mesh.devices.size,
-    steps_per_epoch,
-    total_steps,
+    spe,
+    total,
   )
+  if config.train.num_steps:
+    sched = optim.schedule_steps_per_epoch(config.train, spe, total)
+    logging.info(
+      "train.num_steps=%d: the learning-rate schedule's %g epochs are rescaled to the run "
+      "(%.2f steps each; the data's epoch is %.2f steps)",
+      total,
+      config.train.num_epochs,
+      sched,
+      spe,
+    )
 
-  # ----------------------------------------------------------------------- model
+
+def _input_sizes(
+  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
+) -> tuple[int, float, int]:
+  """Checks the train (micro-)batch layout; returns (training videos, steps/epoch, steps)."""
+  from dsanet_jax.data import pipeline
+
+  gbs, acc = config.train.global_batch_size, config.train.grad_accum_steps
+  if gbs % acc:
+    raise ValueError(f"train.global_batch_size={gbs} not divisible by grad_accum_steps={acc}")
+  sharding_lib.check_batch_layout(
+    mesh,
+    gbs // acc,
+    config.model.bn_group_size,
+    process_count=jax.process_count(),
+    what="train micro-batch",
+  )
+  pipeline.check_frame_rate(config)
+  num_train = config.train.num_train_examples or pipeline.num_examples(
+    config, config.data.train_split
+  )
+  return num_train, *_steps(config, num_train)
+
+
+def _model_parts(
+  config: ml_collections.ConfigDict, steps_per_epoch: float, total_steps: int
+) -> tuple[optax.Schedule, optax.GradientTransformation, Callable[[], nnx.Module], State, ModelDef]:
+  """(schedule, optimiser, model builder, abstract train state, model definition)."""
   schedule = optim.make_schedule(config.train, steps_per_epoch, total_steps)
   tx = optim.make_optimizer(config.train, schedule)
   build = _build_fn(config.model, config.seed)
   abstract_state = jax.eval_shape(lambda: init_state(build, tx)[0])
-  mdef = model_def(nnx.eval_shape(build))
+  return schedule, tx, build, abstract_state, model_def(nnx.eval_shape(build))
 
-  # ----------------------------------------------------------------------- sharding
-  shardings = sharding_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
-  data_sharding = sharding_lib.batch_sharding(mesh)
-  repl = sharding_lib.replicated(mesh)
 
-  # ----------------------------------------------------------------------- update
-  train_step = jax.jit(
+def _write_start(config: ml_collections.ConfigDict, writer: Any, state: State, step: int) -> None:
+  """At step 0 (process 0): parameter count, GMACs and the config to the metric writers."""
+  if step == 0 and jax.process_index() == 0:
+    writer.write_scalars(0, _model_info(config, state["params"]))
+    writer.write_hparams({"config": config.to_json_best_effort()})
+
+
+def _final(
+  mngr: Any,
+  evaluate: _Evaluations,
+  state: State,
+  step: int,
+  start: str,
+  last: dict[str, float],
+) -> dict[str, Any]:
+  """After the last step: waits for the last save, then the final test."""
+  mngr.wait_until_finished()
+  return {"step": step, "start": start, "train": last, "eval": evaluate(state, step, final=True)}
+
+
+def _jit_train_step(
+  config: ml_collections.ConfigDict,
+  mdef: ModelDef,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  shardings: Any,
+  mesh: jax.sharding.Mesh,
+) -> Any:
+  """The jitted train step: state sharded by `shardings` (donated), batch over the mesh."""
+  return jax.jit(
     make_train_step(
       mdef,
       tx,
       schedule,
       seed=config.seed,
-      grad_accum_steps=acc,
+      grad_accum_steps=config.train.grad_accum_steps,
       label_smoothing=config.train.label_smoothing,
     ),
-    in_shardings=(shardings, data_sharding),
-    out_shardings=(shardings, repl),
+    in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
+    out_shardings=(shardings, sharding_lib.replicated(mesh)),
     donate_argnums=(0,),
   )
 
-  # ----------------------------------------------------------------------- checkpoint
-  mngr = ckpt_lib.make_manager(workdir, config.checkpoint)
-  state, start = _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_names)
-  step = int(jax.device_get(state["step"]))
-  results_path = os.path.join(workdir, "eval", "results.json")
 
-  # ----------------------------------------------------------------------- evaluation
-  def evaluate(final: bool) -> dict[str, Any]:
-    metrics, predictions = run_evaluation(
-      config, mesh, mdef, state, final=final, class_names=class_names
-    )
-    prefix = "test" if final else "val"
-    writer.write_scalars(
-      step,
-      {
-        f"{prefix}/top1@{metrics['views']}": metrics["top1"],
-        f"{prefix}/top5@{metrics['views']}": metrics["top5"],
-        f"{prefix}/mAP@{metrics['views']}": metrics["mAP"],
-        f"{prefix}/mean_class_accuracy@{metrics['views']}": metrics["mean_class_accuracy"],
-      },
-    )
-    if final:
-      eval_lib.write_results(
-        os.path.dirname(results_path),
-        metrics,
-        predictions,
-        class_names,
-        extra={"step": step, "split": config.data.eval_split},
-      )
-    return metrics
+def _next_batch(it: Any, sharding: Any) -> tuple[dict[str, jax.Array], float]:
+  """The next process-local train batch as global arrays (video, label int32, mask bool), and
+  the seconds spent waiting for it."""
+  t0 = time.time()
+  local = next(it)
+  mask = local.get("mask", np.ones(len(local["label"]), bool))
+  host = {
+    "video": local["video"],
+    "label": np.asarray(local["label"], np.int32),
+    "mask": np.asarray(mask, bool),
+  }
+  batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host.items()}
+  return batch, time.time() - t0
 
-  # ----------------------------------------------------------------------- loop
-  if step >= total_steps:
-    mngr.wait_until_finished()
-    res = _stored_results(results_path, step)
-    if res is not None:
-      logging.info("training already finished at step %d; results in %s", step, results_path)
-      return {"step": step, "start": start, "train": {}, "eval": res}
-    final_metrics = evaluate(final=True)
-    mngr.close()
-    return {"step": step, "start": start, "train": {}, "eval": final_metrics}
 
-  if step == 0 and is_main:
-    info = _model_info(config, state["params"])
-    writer.write_scalars(0, info)
-    writer.write_hparams({"config": config.to_json_best_effort()})
-  # tf.data prefetches in its own threads; a Python prefetch thread calling into the iterator
-  # can deadlock with the iterator's destruction (seen with several processes), so none here.
-  train_iter = pipeline.make_train_iterator(
-    config, local_batch_size=gbs // pc, process_index=pi, process_count=pc, start_step=step
+def _train_iterator(config: ml_collections.ConfigDict, step: int) -> Any:
+  from dsanet_jax.data import pipeline
+
+  pc = jax.process_count()
+  return pipeline.make_train_iterator(
+    config,
+    local_batch_size=config.train.global_batch_size // pc,
+    process_index=jax.process_index(),
+    process_count=pc,
+    start_step=step,
   )
-  preempt = _Preemption()
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last: dict[str, float] = {}
-  t_log, wait_s, first_step = time.time(), 0.0, step
-  steps_since_log = 0
-  every = config.train.log_every_steps
-  eval_every = config.train.eval_every_steps
-  ckpt_every = config.checkpoint.every_steps
 
-  def flush_metrics() -> dict[str, float]:
-    """Fetches pending per-step metrics, checks them finite, returns their mean."""
-    nonlocal pending
-    if not pending:
-      return {}
-    fetched = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, fetched):
-      _check_finite(s, {k: float(v) for k, v in m.items()})
-    pending = []
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
-  def save(val_top1: float | None = None) -> None:
-    flush_metrics()  # never save a state that follows a non-finite step
-    extra = {} if val_top1 is None else {ckpt_lib.BEST_METRIC: val_top1}
-    ckpt_lib.save(
-      mngr,
-      step,
-      state,
-      _meta(config, step, class_names, extra),
-      metrics=extra or None,
+def _preempted(
+  saver: _Saver, state: State, step: int, start: str, log: _StepLog, why: str | None
+) -> dict[str, Any]:
+  saver.save(step, state, log)
+  saver.mngr.wait_until_finished()
+  why = why or "a signal to another process"
+  logging.warning("pre-empted: checkpoint saved at step %d (%s); rerun to resume", step, why)
+  return {"step": step, "start": start, "train": log.last, "eval": None, "preempted": why}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains with periodic validation, checkpoints, then runs the final multi-view evaluation.
+
+  Returns a summary: `{"step", "start", "train": last logged metrics, "eval": final metrics}`,
+  with `"preempted": "SIGTERM" | "SIGINT" | ...` when a signal stopped it (after saving). Raises
+  NonFiniteLossError on a non-finite loss. The checkpoint manager (after its pending saves), the
+  metric writers and the profiler are closed on every exit.
+  """
+  from dsanet_jax.data import pipeline
+
+  # ----------------------------------------------------------------------- set-up
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+  with contextlib.ExitStack() as closing:
+    # --------------------------------------------------------------------- mesh
+    mesh = sharding_lib.make_mesh(config.mesh)
+    _log_banner(config, mesh, workdir)
+
+    # --------------------------------------------------------------------- input
+    num_train, steps_per_epoch, total_steps = _input_sizes(config, mesh)
+    try:
+      class_names = list(pipeline.class_names(config))
+    except Exception as e:
+      logging.warning("no class names: %s", e)
+      class_names = None
+    _log_input(config, mesh, num_train, steps_per_epoch, total_steps)
+
+    # --------------------------------------------------------------------- model
+    schedule, tx, build, abstract_state, mdef = _model_parts(config, steps_per_epoch, total_steps)
+
+    # --------------------------------------------------------------------- sharding and update
+    shardings = sharding_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
+    train_step = _jit_train_step(config, mdef, tx, schedule, shardings, mesh)
+
+    # --------------------------------------------------------------------- checkpoint
+    # closed on every exit, after any save in flight
+    mngr = closing.enter_context(
+      contextlib.closing(ckpt_lib.make_manager(workdir, config.checkpoint))
     )
+    state, start = _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_names)
+    step = int(jax.device_get(state["step"]))
+    # metrics.jsonl keeps the records up to the restored step (later ones are replayed)
+    writer = log_lib.create_writer(workdir, is_main=is_main, resume_step=step if step else -1)
+    writer = closing.enter_context(contextlib.closing(writer))
+    saver = _Saver(mngr, config, class_names)
 
-  try:
-    while step < total_steps:
-      if preempt.requested():
-        save()
-        mngr.wait_until_finished()
-        logging.warning("pre-empted: checkpoint saved at step %d; exiting", step)
-        writer.flush()
-        return {"step": step, "start": start, "train": last, "eval": None, "preempted": True}
-      t0 = time.time()
-      local = next(train_iter)
-      wait_s += time.time() - t0
-      batch = {
-        "video": jax.make_array_from_process_local_data(data_sharding, local["video"]),
-        "label": jax.make_array_from_process_local_data(
-          data_sharding, np.asarray(local["label"], np.int32)
-        ),
-        "mask": jax.make_array_from_process_local_data(
-          data_sharding, np.asarray(local.get("mask", np.ones(len(local["label"]), bool)))
-        ),
-      }
-      state, metrics = train_step(state, batch)
-      pending.append((step, metrics))
-      step += 1
-      steps_since_log += 1
+    # --------------------------------------------------------------------- evaluation
+    evaluate = _Evaluations(config, mesh, mdef, writer, class_names, workdir)
+    if step >= total_steps:
+      return _finished(mngr, evaluate, state, step, start)
 
-      if step % every == 0 or step == total_steps or step == first_step + 1:
-        means = flush_metrics()
-        dt = time.time() - t_log
-        rate = steps_since_log / max(dt, 1e-9)
-        means.update(
-          steps_per_sec=rate,
-          videos_per_sec=rate * gbs,
-          clips_per_sec=rate * gbs * config.model.num_segments,
-          data_wait_fraction=wait_s / max(dt, 1e-9),
-          epoch=step / steps_per_epoch,
-          eta_minutes=(total_steps - step) / max(rate, 1e-9) / 60,
-        )
-        writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-        logging.info(
-          "step %d/%d loss %.4f acc %.3f lr %.4g |g| %.3g  %.1f clips/s  wait %.0f%%  ETA %.1f min",
-          step,
-          total_steps,
-          means["loss"],
-          means["accuracy"],
-          means["learning_rate"],
-          means["grad_norm"],
-          means["clips_per_sec"],
-          100 * means["data_wait_fraction"],
-          means["eta_minutes"],
-        )
-        last = means
-        t_log, wait_s, steps_since_log = time.time(), 0.0, 0
+    # --------------------------------------------------------------------- loop
+    _write_start(config, writer, state, step)
+    # tf.data prefetches in its own threads; a Python prefetch thread calling into the iterator
+    # can deadlock with the iterator's destruction (seen with several processes), so none here.
+    train_iter = _train_iterator(config, step)
+    log = _StepLog(config, writer, total_steps, steps_per_epoch, step)
+    profile = closing.enter_context(_Profile(config.train.profile_steps, workdir))
+    evaluate.precompile_final(state)
+    try:
+      with _Preemption(config.train.preemption_check_every_steps) as preempt:
+        while step < total_steps:
+          if preempt.requested(step):
+            return _preempted(saver, state, step, start, log, preempt.signal)
+          batch, wait_s = _next_batch(train_iter, sharding_lib.batch_sharding(mesh))
+          if log.compile_s is None:
+            log.compiled(_compile(train_step, state, batch))
+          profile.before(step)
+          with jax.profiler.StepTraceAnnotation("train", step_num=step + 1):
+            state, metrics = train_step(state, batch)
+          step += 1
+          profile.after(step, metrics)
+          log.add(step, metrics, wait_s)  # and a log line at log steps
+          val_top1 = evaluate.periodic(state, step, total_steps)
+          if saver.due(step, total_steps, val_top1 is not None):
+            saver.save(step, state, log, val_top1)
+    finally:
+      del train_iter
 
-      val_top1 = None
-      if eval_every and step % eval_every == 0 and step < total_steps:
-        val_top1 = evaluate(final=False)["top1"]
-      if val_top1 is not None or step == total_steps or (ckpt_every and step % ckpt_every == 0):
-        save(val_top1)
-  except NonFiniteLossError:
-    mngr.wait_until_finished()
-    raise
-  finally:
-    del train_iter
-    preempt.restore()
-
-  # ----------------------------------------------------------------------- final evaluation
-  mngr.wait_until_finished()
-  final_metrics = evaluate(final=True)
-  writer.flush()
-  mngr.close()
-  return {"step": step, "start": start, "train": last, "eval": final_metrics}
+    # --------------------------------------------------------------------- final evaluation
+    return _final(mngr, evaluate, state, step, start, log.last)
 
 
 def restore_for_eval(
