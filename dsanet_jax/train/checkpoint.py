@@ -32,7 +32,7 @@ def open_read_only(workdir: str) -> ocp.CheckpointManager:
   """A read-only CheckpointManager over `WORKDIR/checkpoints` (saves, deletions, clean-up off)."""
   return ocp.CheckpointManager(
     checkpoint_dir(workdir),
-    options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+    options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
     item_handlers={k: h() for k, h in ITEM_HANDLERS.items()},
   )
 

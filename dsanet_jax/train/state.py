@@ -254,10 +254,22 @@ def read_meta(step_dir: str | pathlib.Path) -> dict[str, Any]:
   return meta
 
 
-def _failed_file(step_dir: str, err: BaseException) -> str:
-  """The file an Orbax / TensorStore error names inside `step_dir`, else the state directory."""
-  m = re.search(re.escape(str(step_dir)) + r"[^\s\"',;]*", str(err))
-  return m.group(0) if m else os.path.join(step_dir, "state")
+def _failed_file(step_dir: str, err: BaseException) -> tuple[str, str]:
+  """(file, detail) of an Orbax / TensorStore read error inside `step_dir`.
+
+  TensorStore names the array and the OCDBT database (`.../state/`), not the data file within.
+  """
+  chain, e = [], err
+  while e is not None and len(chain) < 8:
+    chain.append(str(e).strip())
+    e = e.__cause__ or e.__context__
+  text = next((t for t in chain if "Error reading" in t), chain[0])
+  first = text.splitlines()[0][:400] if text else type(err).__name__
+  m = re.search(r'Error reading "([^"]+)"', text)
+  if m:
+    return os.path.join(step_dir, "state", f"(array {m.group(1)})"), first
+  m = re.search(re.escape(str(step_dir)) + r"[^\s\"',;]*", text)
+  return (m.group(0) if m else os.path.join(step_dir, "state")), first
 
 
 def _restore_step(mngr: Any, step: int, target: Any) -> State:
@@ -265,8 +277,11 @@ def _restore_step(mngr: Any, step: int, target: Any) -> State:
   try:
     state, _ = ckpt_lib.restore(mngr, target, step)
   except (ValueError, OSError, KeyError, RuntimeError) as e:
-    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-    raise CorruptCheckpointError(step_dir, _failed_file(step_dir, e), first) from e
+    raise CorruptCheckpointError(step_dir, *_failed_file(step_dir, e)) from e
+  except Exception as e:  # noqa: BLE001 (Orbax wraps TensorStore read errors in a bare Exception)
+    if "TensorStore" not in str(e) and "reading" not in str(e):
+      raise
+    raise CorruptCheckpointError(step_dir, *_failed_file(step_dir, e)) from e
   return state
 
 
