@@ -131,7 +131,7 @@ def test_exported_model_matches_predict_in_a_jax_only_process(converted, tmp_pat
 
 
 def test_export_without_workdir_or_export_dir_is_a_usage_error(converted):
-  cfg, model = converted
+  cfg, _ = converted
   p = subprocess.run(
     [sys.executable, str(REPO / "main.py"), "--mode=export", f"--config={cfg}"],
     cwd=REPO,

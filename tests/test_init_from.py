@@ -137,13 +137,13 @@ def test_paper_config_starts_from_the_inflated_imagenet_resnet(resnet2d, tmp_pat
   np.testing.assert_allclose(k, np.repeat(w2d.transpose(2, 3, 1, 0)[None], 3, axis=0) / 3)
   # DSA and the head start as the model's own initialisation (the seed convention), not from 2D
   scratch = jax.jit(state_lib.build_fn(cfg.model, cfg.seed))()
-  for path in (("layer2", 1, "dsa"), ("layer3", 1, "dsa")):
-    mod_a, mod_b = model.backbone, scratch.backbone
-    for p in path:
-      mod_a, mod_b = (mod_a[p], mod_b[p]) if isinstance(p, int) else (getattr(mod_a, p),
-                                                                       getattr(mod_b, p))  # fmt: skip
-    for a, b in zip(jax.tree.leaves(nnx.state(mod_a, nnx.Param)),
-                    jax.tree.leaves(nnx.state(mod_b, nnx.Param))):  # fmt: skip
+  for stage in ("layer2", "layer3"):
+    mod_a = getattr(model.backbone, stage)[1].dsa
+    mod_b = getattr(scratch.backbone, stage)[1].dsa
+    leaves_a = jax.tree.leaves(nnx.state(mod_a, nnx.Param))
+    leaves_b = jax.tree.leaves(nnx.state(mod_b, nnx.Param))
+    assert leaves_a and len(leaves_a) == len(leaves_b)
+    for a, b in zip(leaves_a, leaves_b):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   np.testing.assert_array_equal(
     np.asarray(model.cls_head.fc_cls.kernel[...]), np.asarray(scratch.cls_head.fc_cls.kernel[...])
@@ -152,8 +152,8 @@ def test_paper_config_starts_from_the_inflated_imagenet_resnet(resnet2d, tmp_pat
 
 @pytest.mark.slow
 def test_paper_config_run_from_a_safetensors_file(resnet2d, tmp_path):
-  """main.py: one step at learning rate 1e-20 (0 is refused by the schedule) from the .safetensors file; the checkpoint holds the
-  inflated weights exactly."""
+  """main.py: one step at learning rate 1e-20 (0 is refused by the schedule) from the
+  .safetensors file; the checkpoint holds the inflated weights exactly."""
   net2d, d = resnet2d
   w = tmp_path / "run"
   p = _main(

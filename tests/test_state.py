@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from absl import logging
 
-from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import optim, trainer
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
@@ -227,7 +226,7 @@ def test_checkpoints_record_the_data_layout(run):
   assert lay["num_examples"] == 512 and len(lay["fingerprint"]) == 16
 
 
-# ----------------------------------------------------------------------------- read-only, eval outputs
+# ------------------------------------------------------------------------ read-only, eval outputs
 
 
 def test_eval_leaves_an_in_flight_save_alone_and_writes_its_own_results(workdir):
