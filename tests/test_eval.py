@@ -11,7 +11,7 @@ from flax import nnx
 
 from dsanet_jax.train import evaluator as ev
 from dsanet_jax.train import sharding as sharding_lib
-from dsanet_jax.train import trainer
+from dsanet_jax.train import state as state_lib
 
 
 def test_interleaved_views_are_grouped_per_crop():
@@ -111,7 +111,7 @@ def test_evaluator_runs_sharded_with_padding_and_counts_each_video_once():
   mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
   model = ScoreModel()
   model.eval()
-  graph, params, stats, rngs = trainer.split_model(model)
+  graph, params, stats, rngs = state_lib.split_model(model)
   e = ev.Evaluator(
     graph, mesh, model_segments=2, num_segments=4, num_crops=2, num_classes=3, aggregate="logits"
   )

@@ -13,7 +13,6 @@ training cannot remove its in-flight save.
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm

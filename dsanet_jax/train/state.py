@@ -35,14 +35,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from dsanet_jax.train import checkpoint as ckpt_lib
-from dsanet_jax.train import optim
 from dsanet_jax.train import sharding as sharding_lib
 
 State = dict[str, Any]
@@ -62,7 +60,7 @@ class StateError(ValueError):
 class CorruptCheckpointError(StateError):
   """A checkpoint whose files cannot be read: names the checkpoint and the file."""
 
-  def __init__(self, step_dir: str, file: str, detail: str):
+  def __init__(self, step_dir: str, file: str, detail: str) -> None:
     super().__init__(f"checkpoint {step_dir} is corrupt: {file}: {detail}")
     self.step_dir, self.file = step_dir, file
 
@@ -278,7 +276,7 @@ def _restore_step(mngr: Any, step: int, target: Any) -> State:
     state, _ = ckpt_lib.restore(mngr, target, step)
   except (ValueError, OSError, KeyError, RuntimeError) as e:
     raise CorruptCheckpointError(step_dir, *_failed_file(step_dir, e)) from e
-  except Exception as e:  # noqa: BLE001 (Orbax wraps TensorStore read errors in a bare Exception)
+  except Exception as e:  # Orbax wraps TensorStore read errors in a bare Exception: re-raise others
     if "TensorStore" not in str(e) and "reading" not in str(e):
       raise
     raise CorruptCheckpointError(step_dir, *_failed_file(step_dir, e)) from e
@@ -304,7 +302,9 @@ def compare_model(
   return checkpoint_io.runtime_differences(stored, config.model)
 
 
-def _compare_optimizer(stored_cfg: dict[str, Any], config: ml_collections.ConfigDict, where: str):
+def _compare_optimizer(
+  stored_cfg: dict[str, Any], config: ml_collections.ConfigDict, where: str
+) -> None:
   train = stored_cfg.get("train") or {}
   diffs = [
     f"train.{f}: checkpoint has {train[f]!r}, config {config.train[f]!r}"
@@ -517,7 +517,9 @@ def _load_train(
   return Loaded(mdef, state, names, source, "init_from", config, shardings, layout)
 
 
-def _with_model(config: ml_collections.ConfigDict, stored: dict[str, Any], where: str):
+def _with_model(
+  config: ml_collections.ConfigDict, stored: dict[str, Any], where: str
+) -> ml_collections.ConfigDict:
   """The config with the checkpoint's model section (after `compare_model`)."""
   from dsanet_jax.convert import checkpoint_io
 
@@ -627,11 +629,6 @@ def dataset_class_names(config: ml_collections.ConfigDict) -> list[str] | None:
   return list(names)
 
 
-def eval_state_on_host(loaded: Loaded) -> tuple[Any, Any]:
-  """(params, batch_stats) as numpy (for export)."""
-  return jax.device_get((loaded.state["params"], loaded.state["batch_stats"]))
-
-
 __all__ = [
   "CorruptCheckpointError",
   "Loaded",
@@ -647,7 +644,5 @@ __all__ = [
   "load",
   "model_def",
   "model_state",
-  "np",
-  "optim",
   "split_model",
 ]

@@ -11,7 +11,6 @@ optax state). Dropout randomness is not state: the model's RNG streams are re-se
 `fold_in(seed, step)`, so a resumed run draws the same masks as an uninterrupted one.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -31,23 +30,14 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from dsanet_jax.train import checkpoint as ckpt_lib
-from dsanet_jax.train import state as state_lib
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
 from dsanet_jax.train import optim
 from dsanet_jax.train import sharding as sharding_lib
-
-from dsanet_jax.train.state import (  # the model pieces the loop is made of
-  ModelDef,
-  fresh_rngs,
-  init_state,
-  model_def,
-  model_state,
-  split_model,
-)
+from dsanet_jax.train import state as state_lib
+from dsanet_jax.train.state import ModelDef, fresh_rngs, model_state
 
 State = dict[str, Any]
-_build_fn = state_lib.build_fn
 
 
 # ===================================================================================== pieces
@@ -590,12 +580,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   config = loaded.config
   _log_banner(config, mesh, workdir)
   class_names = state_lib.dataset_class_names(config)
-  if loaded.class_names is not None and class_names is not None:
-    if list(loaded.class_names) != list(class_names):
-      raise state_lib.StateError(
-        f"{loaded.source}: the checkpoint's class names differ from {config.data.name}'s "
-        "(a label order mismatch gives chance accuracy)"
-      )
+  if None not in (loaded.class_names, class_names) and loaded.class_names != class_names:
+    raise state_lib.StateError(
+      f"{loaded.source}: the checkpoint's class names differ from {config.data.name}'s "
+      "(a label order mismatch gives chance accuracy)"
+    )
   metrics, predictions = run_evaluation(
     config, mesh, loaded.mdef, loaded.state, final=True, class_names=class_names
   )
