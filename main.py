@@ -127,8 +127,8 @@ def validate(config: ml_collections.ConfigDict, mode: str) -> None:
   if mode == "export" and not (_WORKDIR.value or _EXPORT_DIR.value):
     _fail("--mode=export needs --workdir (writes WORKDIR/export) or --export_dir")
   if mode == "train" or not state.checkpoint_steps(_WORKDIR.value):
-    try:  # the init source: needed for training, and read for eval without checkpoints
-      state.check_init_source(config)
+    try:  # the init source: needed for training, and read by the other modes without checkpoints
+      state.check_init_source(config, for_training=mode == "train")
     except (state.StateError, ValueError, FileNotFoundError) as e:
       _fail(str(e))
   if mode in ("train", "eval"):

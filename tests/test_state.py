@@ -244,3 +244,27 @@ def test_eval_leaves_an_in_flight_save_alone_and_writes_its_own_results(workdir)
   assert (workdir / "eval" / "train_4x1_step4" / "predictions.npz").is_file()
   for k in ("split", "step", "views", "checkpoint"):
     assert before[k] is not None, k  # the training run's final test records them too
+
+
+# ----------------------------------------------------------------------------- class names
+
+
+def test_dataset_class_names_warn_by_name_or_fail(monkeypatch, log_lines):
+  """The trainer used to swallow every exception here, silently turning off the label check."""
+  import types
+
+  from dsanet_jax.data import pipeline
+
+  builder = types.SimpleNamespace(
+    info=types.SimpleNamespace(features={"label": types.SimpleNamespace(names=None)})
+  )
+  monkeypatch.setattr(pipeline, "load_builder", lambda cfg: builder)
+  assert state_lib.dataset_class_names(tiny_config()) is None
+  assert any("has no class names; the label-order check is off" in s for s in log_lines)
+
+  def broken(cfg):
+    raise ValueError("Dataset 'x' is not prepared")
+
+  monkeypatch.setattr(pipeline, "load_builder", broken)
+  with pytest.raises(ValueError, match="not prepared"):
+    state_lib.dataset_class_names(tiny_config())

@@ -147,16 +147,19 @@ def eval_model(loaded: "Loaded") -> nnx.Module:
 # ===================================================================================== init sources
 
 
-def init_source(config: ml_collections.ConfigDict) -> tuple[str, str | None]:
+def init_source(
+  config: ml_collections.ConfigDict, *, for_training: bool = True
+) -> tuple[str, str | None]:
   """('none' | 'scratch' | 'converted' | 'torch', path) of `config.init_from`; checks it exists.
 
-  Raises StateError (one line, naming the field) for a missing path, an unknown kind of file, or a
-  missing init_from where `config.init_expected` names what the recipe starts from.
+  Raises StateError (one line, naming the field) for a missing path, an unknown kind of file, or
+  (`for_training`) a missing init_from where `config.init_expected` names what the recipe starts
+  from.
   """
   src = config.get("init_from")
   expected = config.get("init_expected", "")
   if src is None or src == "":
-    if expected:
+    if expected and for_training:
       raise StateError(
         f"config.init_from is not set, but this recipe starts from {expected} "
         "(config.init_expected): pass --config.init_from=PATH (a converted model directory or "
@@ -185,9 +188,9 @@ def init_source(config: ml_collections.ConfigDict) -> tuple[str, str | None]:
   )
 
 
-def check_init_source(config: ml_collections.ConfigDict) -> None:
+def check_init_source(config: ml_collections.ConfigDict, *, for_training: bool = True) -> None:
   """Start-up check of `config.init_from` / `config.init_expected` (see `init_source`)."""
-  init_source(config)
+  init_source(config, for_training=for_training)
 
 
 def _init_model(config: ml_collections.ConfigDict) -> tuple[nnx.Module | None, dict, str]:
