@@ -151,7 +151,7 @@ def abstract_model(model_cfg: ml_collections.ConfigDict, seed: int = 0) -> nnx.M
   """The model of `model_cfg` without initialising it: cheap (no per-shape init compiles).
 
   Params and BatchStats are `jax.ShapeDtypeStruct` placeholders to be filled (restore, convert);
-  the RNG state is concrete, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))`.
+  the RNG state is concrete, as `build_model(..., rngs=models.model_rngs(seed))`.
   """
   seeds = rng_seeds(seed)
   model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(**seeds)))
@@ -170,7 +170,7 @@ def initialise_missing(
   model: nnx.Module, model_cfg: ml_collections.ConfigDict, seed: int = 0
 ) -> list:
   """Gives the placeholders left in `model` (see `abstract_model`) their values from the model's
-  own initialisation, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))` would.
+  own initialisation, as `build_model(..., rngs=models.model_rngs(seed))` would.
 
   Only the requested leaves are computed: the init is traced once and XLA drops the rest, so this
   is cheap even for a full-size network. Returns the paths filled.
