@@ -23,6 +23,21 @@ DSA_R50_INSERT_FREQ = (0, (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), 0)
 # R18 analogue (spec §2.2): block 1 of res3 and of res4.
 DSA_R18_INSERT_FREQ = (0, (0, 1), (0, 1), 0)
 
+# What the paper recipes expect in `init_from` (their `init_expected`): the ImageNet 2D ResNets
+# the original inflated (spec §3.1). No download happens here; fetch the file once.
+IMAGENET_R50 = (
+  "torchvision ImageNet ResNet-50 weights in torchvision key layout (.pth or .safetensors), e.g. "
+  "resnet50-0676ba61.pth (https://download.pytorch.org/models/resnet50-0676ba61.pth, torchvision "
+  "IMAGENET1K_V1) or the original's pretrained/resnet50.pth"
+)
+IMAGENET_R18 = (
+  "torchvision ImageNet ResNet-18 weights in torchvision key layout (.pth or .safetensors), e.g. "
+  "resnet18-f37072fd.pth (https://download.pytorch.org/models/resnet18-f37072fd.pth, torchvision "
+  "IMAGENET1K_V1); the original shipped no resnet18.pth"
+)
+# Kinetics frames as the original extracted them (ffmpeg -fps 30, spec §4.1).
+KINETICS_FPS = 30.0
+
 
 def get_base_config() -> ml_collections.ConfigDict:
   """Returns the base config (DSA + I3D ResNet-50, Kinetics-400 shapes)."""

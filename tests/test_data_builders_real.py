@@ -114,8 +114,10 @@ def test_kinetics_builder_layouts_and_labels(realclips, tmp_path, csv_name):
   got = {ex["video_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="validation"))}
   assert sorted(got) == ["Tw2yXa6CzWE", "YABnJL_bDzw"]
   assert got["YABnJL_bDzw"]["label"] == 180 and got["Tw2yXa6CzWE"]["label"] == 398
-  assert got["YABnJL_bDzw"]["num_frames"] == 302 and got["Tw2yXa6CzWE"]["fps"] == 30.0
-  assert got["YABnJL_bDzw"]["video"].shape == (302, SHORT, 57, 3)
+  # Kinetics is resampled to 30 fps by default (spec §4.1): 302 frames at 25 fps -> 362.
+  assert got["YABnJL_bDzw"]["num_frames"] == 362 and got["YABnJL_bDzw"]["fps"] == 30.0
+  assert got["YABnJL_bDzw"]["video"].shape == (362, SHORT, 57, 3)
+  assert b.info.metadata["target_fps"] == 30.0
   assert got["Tw2yXa6CzWE"]["start_time"] == 491
   # The 7 other rows have no file: recorded, not fatal.
   skipped = json.loads((pathlib.Path(b.data_dir) / "skipped_validation.json").read_text())
@@ -314,7 +316,8 @@ def test_kinetics_builder_cuts_a_full_length_download(realclips, tmp_path):
     "kinetics400", str(tmp_path / "data"), manual_dir=str(manual), short_side=SHORT
   )
   got = {ex["video_id"].decode(): ex for ex in tfds.as_numpy(b.as_dataset(split="validation"))}
-  assert int(got["vtestvtest1"]["num_frames"]) == 100 and got["vtestvtest1"]["label"] == 378
+  # The 10 s window, resampled from 10 to 30 fps (the Kinetics default).
+  assert int(got["vtestvtest1"]["num_frames"]) == 300 and got["vtestvtest1"]["label"] == 378
   assert int(got["Tw2yXa6CzWE"]["num_frames"]) == 300
 
 
@@ -323,9 +326,13 @@ def test_check_is_a_dry_run(realclips, tmp_path):
   manual.mkdir()
   os.symlink(realclips / "annotations/kinetics400_val_example.csv", manual / "validate.csv")
   os.symlink(realclips / "kinetics400/YABnJL_bDzw.mp4", manual / "YABnJL_bDzw.mp4")
+  os.symlink(realclips / "kinetics400/mmaction2_demo.mp4", manual / "not_annotated.mp4")
   b = builders.get_builder("kinetics400", str(tmp_path / "data"))
-  (report,) = b.check(str(manual)).values()
+  check = b.check(str(manual))
+  (report,) = check["splits"].values()
   assert (report["listed"], report["found"], report["problems"]) == (9, 1, {"missing": 8})
+  assert check["no_annotation"] == ["train", "test"]
+  assert check["unreferenced"] == [str(manual / "not_annotated.mp4")]
   assert not (tmp_path / "data").exists()  # nothing built
 
 
@@ -338,5 +345,5 @@ def test_mini200_builds_only_the_listed_splits(realclips, tmp_path):
   os.symlink(realclips / "kinetics400/YABnJL_bDzw.mp4", manual / "YABnJL_bDzw.mp4")
   (manual / "val_ytid_list.txt").write_text("YABnJL_bDzw\n")
   b = builders.get_builder("kinetics400/mini200", str(tmp_path / "d"), manual_dir=str(manual))
-  assert list(b.check(str(manual))) == ["validation"]
+  assert list(b.check(str(manual))["splits"]) == ["validation"]
   assert b.info.features["label"].names == ["laughing"]  # classes of the listed videos

@@ -27,6 +27,49 @@ def test_interleaved_views_are_grouped_per_crop():
         np.testing.assert_array_equal(views[crop * 2 + p, n], want)
   with pytest.raises(ValueError, match=r"multiple of model\.num_segments"):
     ev.interleave_views(jnp.zeros((1, 1, 6, 1, 1, 1, 1)), 4)
+  with pytest.raises(ValueError, match=r"eval\.grouping='mixed'"):
+    ev.interleave_views(jnp.zeros((1, 1, 8, 1, 1, 1, 1)), 4, "mixed")
+
+
+def _labelled_views(b: int, crops: int, u_test: int) -> jax.Array:
+  """video [B, crops, U_test, 1, 1, 1, 1] holding 1000 * video + 100 * crop + clip."""
+  v = (
+    np.arange(b)[:, None, None] * 1000
+    + np.arange(crops)[None, :, None] * 100
+    + np.arange(u_test)[None, None, :]
+  )
+  return jnp.asarray(v, jnp.float32).reshape(b, crops, u_test, 1, 1, 1, 1)
+
+
+def test_original_grouping_equals_the_spec_lists():
+  # spec dsanet.md §4.4: 8 clips x 3 crops, labelled 100 * crop + clip.
+  spec = [
+    [0, 1, 2, 6],
+    [7, 100, 104, 105],
+    [106, 202, 203, 204],  # pass 1
+    [3, 4, 5, 101],
+    [102, 103, 107, 200],
+    [201, 205, 206, 207],  # pass 2
+  ]
+  views = np.asarray(ev.interleave_views(_labelled_views(2, 3, 8), 4, "original"))
+  views = views.reshape(6, 2, 4)
+  for n in range(2):
+    np.testing.assert_array_equal(views[:, n], np.asarray(spec) + 1000 * n)
+  # Every view exactly once.
+  assert sorted(views[:, 0].ravel().tolist()) == sorted(
+    c * 100 + x for c in range(3) for x in range(8)
+  )
+  per_crop = np.asarray(ev.interleave_views(_labelled_views(2, 3, 8), 4)).reshape(6, 2, 4)
+  assert not np.array_equal(per_crop, views)
+
+
+def test_original_grouping_with_one_crop_is_per_crop():
+  for u_test in (4, 8, 12):
+    video = _labelled_views(1, 1, u_test)
+    orig = np.asarray(ev.interleave_views(video, 4, "original"))
+    np.testing.assert_array_equal(orig, np.asarray(ev.interleave_views(video, 4, "per_crop")))
+  got = np.asarray(ev.interleave_views(_labelled_views(1, 1, 8), 4, "original")).reshape(2, 4)
+  np.testing.assert_array_equal(got, [[0, 2, 4, 6], [1, 3, 5, 7]])
 
 
 def test_aggregator_averages_per_video_id_and_counts_once():
@@ -69,6 +112,21 @@ def test_metrics_on_crafted_scores():
   # order v1(+), v4(-), v2(+), v3(-), v0(-): precisions at positives 1/1 and 2/3 -> AP = 5/6
   assert ev.average_precision(scores[:, 1], labels == 1) == pytest.approx(5 / 6)
   assert np.isnan(ev.average_precision(scores[:, 0], np.zeros(5, bool)))
+
+
+def test_map_ranks_softmax_probabilities_not_logits():
+  # Class 0's logit ranks video 1 (10.0) above video 0 (2.0), but video 1's other class is even
+  # larger, so its class-0 PROBABILITY is lower: AP(class 0) is 1.0 on probabilities, 0.5 on logits.
+  logits = np.array([[2.0, 0.0], [10.0, 20.0]])
+  labels = np.array([0, 1])
+  m = ev.classification_metrics(logits, labels, 2)
+  probs = ev.softmax(logits)
+  assert probs[0, 0] > probs[1, 0] and logits[0, 0] < logits[1, 0]
+  assert ev.average_precision(logits[:, 0], labels == 0) == pytest.approx(0.5)
+  assert m["mAP"] == pytest.approx(1.0)
+  # Already probabilities ('probs' aggregation): ranked as they are, not softmaxed again.
+  m_probs = ev.classification_metrics(probs, labels, 2, aggregate="probs")
+  assert m_probs["mAP"] == pytest.approx(1.0)
 
 
 class ScoreModel(nnx.Module):
@@ -146,4 +204,5 @@ def test_write_results(tmp_path):
   assert res["passes_per_video"] == 6 and "num_views" not in res
   pred = np.load(tmp_path / "predictions.npz")
   np.testing.assert_array_equal(pred["predicted"], [0, 1, 2])
-  assert jax.process_count() == 1
+  assert pred["video_id"].tolist() == ["a", "b", "c"]
+  np.testing.assert_array_equal(pred["scores"], np.eye(3))

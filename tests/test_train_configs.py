@@ -5,7 +5,9 @@ import pathlib
 
 import pytest
 
+from dsanet_jax.data import pipeline
 from dsanet_jax.models import make_inserts
+from dsanet_jax.train import evaluator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(
@@ -51,6 +53,9 @@ def test_config_is_consistent(name, arg):
   assert g == 0 or c.train.global_batch_size % g == 0
   if "something" in c.data.name:
     assert not c.data.flip or c.data.flip_label_pairs
+  assert c.data.train_crop in pipeline.TRAIN_CROPS
+  assert c.eval.grouping in evaluator.GROUPINGS
+  assert c.data.fps is None or c.data.fps > 0
 
 
 def test_ablation_rows_differ_as_the_table_says():

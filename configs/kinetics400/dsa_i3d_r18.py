@@ -1,7 +1,10 @@
 """DSA + I3D ResNet-18 (res4/res5 3x3x3) with U=4 snippets x T=4 frames.
 
 Command:
-  python main.py --config=configs/kinetics400/dsa_i3d_r18.py --workdir=WORKDIR
+  # ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps
+  python main.py --config=configs/kinetics400/dsa_i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
+(init_from: torchvision's resnet18-f37072fd.pth; the original shipped no resnet18.pth.)
 
 Hardware: none given by the paper; the recipe is the R50 one (the original has no R18 config).
 Not yet run with this code base.
@@ -13,7 +16,7 @@ Paper (table a, Mini-Kinetics-200 setting, T x U_test x crops = 4x8x3): 77.3% to
 
 import ml_collections
 
-from configs.base import DSA_R18_INSERT_FREQ, get_base_config
+from configs.base import DSA_R18_INSERT_FREQ, IMAGENET_R18, KINETICS_FPS, get_base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,4 +31,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bn_group_size = 12
   c.data.num_frames = 4
   c.data.frame_interval = 8
+  c.data.fps = KINETICS_FPS
+  c.init_expected = IMAGENET_R18
   return c

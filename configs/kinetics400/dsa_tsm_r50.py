@@ -4,7 +4,9 @@ residual branch input, along the video's U*T frames) and DSA inserted as in dsa_
 The original code cannot combine TSM and DSA (spec dsanet.md §3.3); this code base can.
 
 Command:
-  python main.py --config=configs/kinetics400/dsa_tsm_r50.py --workdir=WORKDIR
+  # ImageNet ResNet-50, a 2D network: loaded without inflation; dataset at 30 fps
+  python main.py --config=configs/kinetics400/dsa_tsm_r50.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 
 Hardware: none given; the DSA R50 recipe is reused. Not yet run with this code base.
 Paper (table g): TSM R50 77.4% top-1, DSA+TSM R50 80.4% (Mini-Kinetics-200 setting).
@@ -12,7 +14,7 @@ Paper (table g): TSM R50 77.4% top-1, DSA+TSM R50 80.4% (Mini-Kinetics-200 setti
 
 import ml_collections
 
-from configs.base import DSA_R50_INSERT_FREQ, get_base_config
+from configs.base import DSA_R50_INSERT_FREQ, IMAGENET_R50, KINETICS_FPS, get_base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -28,4 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bn_group_size = 12
   c.data.num_frames = 8
   c.data.frame_interval = 8
+  c.data.fps = KINETICS_FPS
+  c.init_expected = IMAGENET_R50
   return c

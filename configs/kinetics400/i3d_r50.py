@@ -2,7 +2,9 @@
 averaged over the U=4 snippets).
 
 Command:
-  python main.py --config=configs/kinetics400/i3d_r50.py --workdir=WORKDIR
+  # ImageNet ResNet-50 inflated at start-up; dataset built at 30 fps
+  python main.py --config=configs/kinetics400/i3d_r50.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 
 Hardware: as dsa_i3d_r50 (8 GPUs x 12 videos in the original). Not yet run with this code base.
 Size: 32,454,096 parameters; 83.5 GMACs per view at U4 x T4 x 224^2.
@@ -12,7 +14,7 @@ Paper: I3D R50 78.0% top-1 (ablation tables g/h, the Mini-Kinetics setting); TSN
 
 import ml_collections
 
-from configs.base import get_base_config
+from configs.base import IMAGENET_R50, KINETICS_FPS, get_base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -26,4 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bn_group_size = 12
   c.data.num_frames = 8
   c.data.frame_interval = 8
+  c.data.fps = KINETICS_FPS
+  c.init_expected = IMAGENET_R50
   return c

@@ -2,7 +2,9 @@
 res3 and res4), U=4 x T=4.
 
 Command:
-  python main.py --config=configs/kinetics400/se_i3d_r18.py --workdir=WORKDIR
+  # ImageNet ResNet-18 inflated at start-up; dataset built at 30 fps
+  python main.py --config=configs/kinetics400/se_i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 
 Hardware: none given; the DSA recipe is reused. Not yet run with this code base.
 Paper (table h, Mini-Kinetics-200 setting): SENet+I3D R18 73.8% top-1 (I3D 72.2, DSA+I3D 77.3).
@@ -10,7 +12,7 @@ Paper (table h, Mini-Kinetics-200 setting): SENet+I3D R18 73.8% top-1 (I3D 72.2,
 
 import ml_collections
 
-from configs.base import DSA_R18_INSERT_FREQ, get_base_config
+from configs.base import DSA_R18_INSERT_FREQ, IMAGENET_R18, KINETICS_FPS, get_base_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -26,4 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.bn_group_size = 12
   c.data.num_frames = 4
   c.data.frame_interval = 8
+  c.data.fps = KINETICS_FPS
+  c.init_expected = IMAGENET_R18
   return c

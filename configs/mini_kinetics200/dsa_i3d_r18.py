@@ -1,7 +1,8 @@
 """DSA + I3D ResNet-18 on Mini-Kinetics-200, U=4 snippets x T=4 frames (paper tables a, Mini-K).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/dsa_i3d_r18.py --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/dsa_i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
   (dataset: python -m dsanet_jax.data.prepare, builder `kinetics400/mini200`; docs/data.md)
 
 Hardware: the paper gives none for Mini-K; the recipe is the original's only one (K400 R50: SGD

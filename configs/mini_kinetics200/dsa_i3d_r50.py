@@ -1,7 +1,8 @@
 """DSA + I3D ResNet-50 on Mini-Kinetics-200, U=4 x T=4 (paper Mini-K table; ablations b-h).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/dsa_i3d_r50.py --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/dsa_i3d_r50.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 
 Hardware: the original recipe (configs/kinetics400/dsa_i3d_r50.py: 8 GPUs x 12 videos, 100 epochs),
 e.g. a TPU v4-8 with global batch 96 and bn_group_size=12. Not yet run with this code base.

@@ -17,7 +17,8 @@ One config, one row per argument (`--config=configs/mini_kinetics200/dsa_i3d_r50
 original's insertion map; one stage alone (tables b-e) puts it in that stage's blocks 1, 3, ...
 
 Command:
-  python main.py --config=configs/mini_kinetics200/dsa_i3d_r50_ablation.py:pos=III --workdir=W
+  python main.py --config=configs/mini_kinetics200/dsa_i3d_r50_ablation.py:pos=III --workdir=W \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 
 Hardware and recipe: as mini_kinetics200/dsa_i3d_r50.py. Not yet run with this code base.
 """

@@ -4,7 +4,8 @@ Paper table a, rows 1-2. Variants: `--config=configs/mini_kinetics200/i3d_r18.py
 `--config=configs/mini_kinetics200/i3d_r18.py:16` (T=16).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/i3d_r18.py --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 
 Hardware and recipe: as mini_kinetics200/dsa_i3d_r18.py. Not yet run with this code base.
 Test: T x 10 x 3 (U_test=10 single-snippet passes x three 256^2 crops), as the paper.

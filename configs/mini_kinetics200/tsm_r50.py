@@ -4,7 +4,8 @@ Variants: `--config=configs/mini_kinetics200/tsm_r50.py` (TSM) and
 `--config=configs/mini_kinetics200/tsm_r50.py:dsa` (DSA + TSM, DSA as in dsa_i3d_r50).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/tsm_r50.py:dsa --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/tsm_r50.py:dsa --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet50.pth
 
 Hardware and recipe: as mini_kinetics200/dsa_i3d_r50.py. Not yet run with this code base.
 Paper: TSM R50 77.4% / 93.4%, DSA+TSM R50 80.4% / 95.0% top-1 / top-5.

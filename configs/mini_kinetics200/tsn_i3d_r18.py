@@ -1,7 +1,8 @@
 """TSN + I3D ResNet-18 on Mini-Kinetics-200: dsa_i3d_r18 without DSA (paper table a, row 3).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/tsn_i3d_r18.py --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/tsn_i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 
 Hardware and recipe: as mini_kinetics200/dsa_i3d_r18.py. Not yet run with this code base.
 Test: 4 x 8 x 3 here (U_test must be a multiple of U=4); the paper tested 4 x 10 x 3.

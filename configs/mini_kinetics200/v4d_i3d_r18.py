@@ -1,7 +1,8 @@
 """V4D + I3D ResNet-18 on Mini-Kinetics-200, U=4 x T=4 (paper table a, the main baseline).
 
 Command:
-  python main.py --config=configs/mini_kinetics200/v4d_i3d_r18.py --workdir=WORKDIR
+  python main.py --config=configs/mini_kinetics200/v4d_i3d_r18.py --workdir=WORKDIR \
+    --config.data.data_dir=/data/tfds --config.init_from=/path/resnet18.pth
 
 Hardware and recipe: as mini_kinetics200/dsa_i3d_r18.py (V4D's own Mini-K recipe: lr 0.01,
 steps 55/80/100, 110 epochs, batch 48). Not yet run with this code base.

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import re
+from typing import Any
 
 KINETICS_REQUIRED = ("youtube_id", "time_start", "time_end")
 KINETICS_OPTIONAL = ("label", "split", "is_cc")
@@ -67,7 +68,7 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
   return names
 
 
-def _class_names_from_json(path, text: str) -> list[str]:
+def _class_names_from_json(path: str, text: str) -> list[str]:
   data = _load_json(path, text)
   if isinstance(data, list):
     names = [str(n) for n in data]
@@ -85,7 +86,7 @@ def _class_names_from_json(path, text: str) -> list[str]:
   return names
 
 
-def _check_unique(path, names: list[str]) -> None:
+def _check_unique(path: str, names: list[str]) -> None:
   seen = set()
   for n in names:
     if n in seen:
@@ -93,7 +94,7 @@ def _check_unique(path, names: list[str]) -> None:
     seen.add(n)
 
 
-def _load_json(path, text: str):
+def _load_json(path: str, text: str) -> Any:
   try:
     return json.loads(text)
   except json.JSONDecodeError as e:

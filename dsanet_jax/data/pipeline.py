@@ -144,6 +144,51 @@ def _check_flip(cfg: ml_collections.ConfigDict) -> None:
     )
 
 
+def _fps_text(fps: float | None) -> str:
+  return "native rates (None)" if fps is None else f"{float(fps):g} fps"
+
+
+def check_frame_rate(
+  cfg: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder | None = None
+) -> None:
+  """Fails when the dataset's frame rate differs from the one the recipe assumes (`data.fps`).
+
+  The dataset's rate is `info.metadata['target_fps']`, written by the builders (a float: every
+  video was resampled to it; None: each video kept its native rate). A dataset without the key
+  (built by older code) only logs a warning. `frame_interval` counts frames, so a recipe built for
+  30 fps spans another time on 25 fps frames: a mismatch raises ValueError naming both rates and
+  the two ways to fix it.
+  """
+  builder = builder or load_builder(cfg)
+  want = cfg.data.fps
+  metadata = builder.info.metadata or {}
+  name = builder.info.full_name
+  if "target_fps" not in metadata:
+    logging.warning(
+      "dataset %s (data_dir=%s) records no frame rate (info.metadata['target_fps']; built by "
+      "older code); config data.fps=%s is not checked",
+      name,
+      cfg.data.data_dir,
+      want,
+    )
+    return
+  got = metadata["target_fps"]
+  if got is None or want is None:
+    same = got is None and want is None
+  else:
+    same = math.isclose(float(got), float(want), rel_tol=1e-6)
+  if not same:
+    rebuild = "" if want is None else f" --target_fps={float(want):g}"
+    raise ValueError(
+      f"frame rate mismatch: config data.fps expects frames at {_fps_text(want)} (the recipe's "
+      f"data.frame_interval={cfg.data.frame_interval} counts frames at that rate), but dataset "
+      f"{name} in data_dir={cfg.data.data_dir!r} was built at {_fps_text(got)} "
+      "(info.metadata['target_fps']). Fix: rebuild it with `python -m dsanet_jax.data.prepare "
+      f"--dataset={cfg.data.name}{rebuild}`, or accept the dataset's rate with "
+      f"--config.data.fps={'None' if got is None else f'{float(got):g}'}."
+    )
+
+
 def shard_bounds(n: int, process_index: int, process_count: int) -> tuple[int, int]:
   """[start, end) of process `process_index`'s contiguous share of n examples."""
   if not 0 <= process_index < process_count:
@@ -272,22 +317,69 @@ def _dtype(cfg: ml_collections.ConfigDict) -> tf.DType:
 # ---------------------------------------------------------------- training
 
 
+def train_frame_indices(
+  cfg: ml_collections.ConfigDict, num_frames: tf.Tensor, seed: tf.Tensor
+) -> tf.Tensor:
+  """Frame indices int32 [U, T] of one training clip of a video of `num_frames` frames.
+
+  `seed` (int32 [2]) is the clip's temporal seed; U = model.num_segments, T = data.num_frames at
+  stride data.frame_interval (sampling.py has the formulas).
+  """
+  u, t, tau = cfg.model.num_segments, cfg.data.num_frames, cfg.data.frame_interval
+  offsets = sampling.train_offsets(num_frames, u, t, tau, seed)
+  return sampling.frame_indices(offsets, num_frames, t, tau)
+
+
+def eval_frame_indices(
+  cfg: ml_collections.ConfigDict, num_frames: tf.Tensor, num_segments: int
+) -> tf.Tensor:
+  """Frame indices int32 [U_test, T] of the test snippets (segment centres) of a video."""
+  t, tau = cfg.data.num_frames, cfg.data.frame_interval
+  offsets = sampling.test_offsets(num_frames, num_segments, t, tau)
+  return sampling.frame_indices(offsets, num_frames, t, tau)
+
+
+def train_seeds(cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor) -> list:
+  """(temporal, spatial) stateless seeds, int32 [2] each, of example `index` in `epoch`."""
+  return sampling.split_seed(sampling.example_seed(cfg.seed, epoch, index), 2)
+
+
 def _train_select(
   cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """Samples the U*T frame indices of one example and gathers their JPEG strings."""
-  key = sampling.example_seed(cfg.seed, epoch, index)
-  s_time, s_space = sampling.split_seed(key, 2)
-  u, t, tau = cfg.model.num_segments, cfg.data.num_frames, cfg.data.frame_interval
+  s_time, s_space = train_seeds(cfg, epoch, index)
   video = ex["video"]
-  nf = tf.shape(video)[0]
-  offsets = sampling.train_offsets(nf, u, t, tau, s_time)
-  idx = sampling.frame_indices(offsets, nf, t, tau)
+  idx = train_frame_indices(cfg, tf.shape(video)[0], s_time)
   return {
     "jpegs": tf.gather(video, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
     "seed": s_space,
   }
+
+
+TRAIN_CROPS = ("random_resized", "random_resized_original", "scale_jitter")
+
+
+def train_crop_box(
+  cfg: ml_collections.ConfigDict, height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor
+) -> tf.Tensor:
+  """The clip's training crop box int32 [4] = (y, x, h, w) by `data.train_crop` (transforms.py)."""
+  crop = cfg.data.train_crop
+  if crop == "random_resized":
+    return transforms.random_resized_crop_box(
+      height, width, seed, cfg.data.rrc_scale, cfg.data.rrc_ratio
+    )
+  if crop == "random_resized_original":  # the original's distribution, clipped as it did
+    box = transforms.random_resized_crop_box_original(
+      height, width, seed, cfg.data.rrc_scale, cfg.data.rrc_ratio
+    )
+    return transforms.clip_box(box, height, width)
+  if crop == "scale_jitter":
+    return transforms.scale_jitter_box(
+      height, width, seed, cfg.data.crop_size, cfg.data.scale_jitter_short_side
+    )
+  raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {crop!r}")
 
 
 def _train_clip_to_frames(
@@ -298,15 +390,7 @@ def _train_clip_to_frames(
   s_box, s_flip = sampling.split_seed(el["seed"], 2)
   jpegs = el["jpegs"]
   h, w = transforms.jpeg_shape(jpegs[0])
-  size = cfg.data.crop_size
-  if cfg.data.train_crop == "random_resized":
-    box = transforms.random_resized_crop_box(h, w, s_box, cfg.data.rrc_scale, cfg.data.rrc_ratio)
-  elif cfg.data.train_crop == "scale_jitter":
-    box = transforms.scale_jitter_box(h, w, s_box, size, cfg.data.scale_jitter_short_side)
-  else:
-    raise ValueError(
-      f"data.train_crop must be 'random_resized' or 'scale_jitter', got {cfg.data.train_crop!r}"
-    )
+  box = train_crop_box(cfg, h, w, s_box)
   flip = transforms.flip_coin(s_flip, cfg.data.flip)
   label = el["label"]
   if perm is not None:  # label -1 (unlabelled) stays -1
@@ -342,27 +426,6 @@ def _train_frames_to_batch(
   return {"video": video, "label": label, "mask": tf.ones_like(label, tf.bool)}
 
 
-def _train_augment(
-  cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
-) -> dict[str, tf.Tensor]:
-  """One clip through the pipeline's train transforms: video [U, T, S, S, 3], label, mask.
-
-  The pipeline runs the same functions, with one tf.data element per frame (module docstring).
-  """
-  rows = _train_clip_to_frames(cfg, perm, el)
-  size = cfg.data.crop_size
-  frames = tf.map_fn(
-    lambda f: _train_frame(cfg, f),
-    rows,
-    fn_output_signature={
-      "video": tf.TensorSpec([size, size, 3], _dtype(cfg)),
-      "label": tf.TensorSpec([], tf.int32),
-    },
-  )
-  batch = _train_frames_to_batch(cfg, frames)
-  return {k: v[0] for k, v in batch.items()}
-
-
 def make_train_dataset(
   cfg: ml_collections.ConfigDict,
   *,
@@ -375,6 +438,7 @@ def make_train_dataset(
   """The infinite training tf.data.Dataset of this process (see the module docstring)."""
   builder = builder or load_builder(cfg)
   _check_flip(cfg)
+  check_frame_rate(cfg, builder)
   _dtype(cfg)
   split = cfg.data.train_split
   n = num_examples(cfg, split, builder=builder)
@@ -442,10 +506,8 @@ def _eval_select(
   cfg: ml_collections.ConfigDict, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
-  t, tau = cfg.data.num_frames, cfg.data.frame_interval
   video = ex["video"]
-  nf = tf.shape(video)[0]
-  idx = sampling.frame_indices(sampling.test_offsets(nf, num_segments, t, tau), nf, t, tau)
+  idx = eval_frame_indices(cfg, tf.shape(video)[0], num_segments)
   return {
     "jpeg": tf.gather(video, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
@@ -503,6 +565,7 @@ def make_eval_dataset(
 ) -> tf.data.Dataset:
   """Finite eval dataset of this process, padded with masked examples to the common batch count."""
   builder = builder or load_builder(cfg)
+  check_frame_rate(cfg, builder)
   crop_size = int(crop_size or cfg.eval.crop_size)
   if crop_size > cfg.eval.short_side:
     raise ValueError(f"eval crop {crop_size} is larger than eval.short_side {cfg.eval.short_side}")

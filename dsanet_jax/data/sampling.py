@@ -10,13 +10,12 @@ tau, so a snippet spans L = T * tau frames. Formulas (spec dsanet.md §4.2, mmac
   test:  tick = (F - L + 1) / U_test (float); o_x = int(tick / 2 + tick * x), or 0 if F < L.
   frame indices = o_u + tau * j (j = 0..T-1), clipped to F - 1 (short videos repeat the last frame).
 
-Two implementations with the same formulas: NumPy (`*_np`, the reference, used by tests and by
-any non-TF backend) and TF (used inside tf.data maps; randomness from stateless ops, so a draw is a
-pure function of its seed). Every random draw of the pipeline derives from (seed, epoch, example
-index) through `example_seed`.
+TF ops, run inside the tf.data maps (pipeline.train_frame_indices / test_frame_indices) and by
+`dsanet_jax.tools.sample_frames`; randomness from stateless ops, so a draw is a pure function of
+its seed. Every random draw of the pipeline derives from (seed, epoch, example index) through
+`example_seed`.
 """
 
-import numpy as np
 import tensorflow as tf
 
 # ---------------------------------------------------------------- seeds
@@ -45,45 +44,6 @@ def split_seed(seed: tf.Tensor, num: int) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, num=num))
 
 
-# ---------------------------------------------------------------- NumPy reference
-
-
-def train_offsets_np(
-  num_frames: int,
-  num_segments: int,
-  clip_len: int,
-  frame_interval: int,
-  rng: np.random.Generator,
-) -> np.ndarray:
-  """Training snippet starts as the original: int64 [U] (see the module docstring)."""
-  span = clip_len * frame_interval
-  avg = (num_frames - span + 1) // num_segments
-  if avg > 0:
-    return np.arange(num_segments) * avg + rng.integers(0, avg, size=num_segments)
-  if num_frames > max(num_segments, span):
-    return np.sort(rng.integers(0, num_frames - span + 1, size=num_segments))
-  return np.zeros((num_segments,), np.int64)
-
-
-def test_offsets_np(
-  num_frames: int, num_segments: int, clip_len: int, frame_interval: int
-) -> np.ndarray:
-  """Test snippet starts (centres of equal segments) as the original: int64 [U_test]."""
-  span = clip_len * frame_interval
-  tick = (num_frames - span + 1) / float(num_segments)
-  if num_frames > span - 1:
-    return (np.arange(num_segments) * tick + tick / 2.0).astype(np.int64)
-  return np.zeros((num_segments,), np.int64)
-
-
-def frame_indices_np(
-  offsets: np.ndarray, num_frames: int, clip_len: int, frame_interval: int
-) -> np.ndarray:
-  """Frame indices int64 [U, T] of snippets starting at `offsets` [U], clipped to F - 1."""
-  idx = offsets[:, None] + frame_interval * np.arange(clip_len)[None, :]
-  return np.minimum(idx, num_frames - 1)
-
-
 # ---------------------------------------------------------------- TF (inside tf.data)
 
 
@@ -92,7 +52,7 @@ def train_offsets(
 ) -> tf.Tensor:
   """Training snippet starts int32 [U] for a video of `num_frames` (int32 scalar) frames.
 
-  Same cases as `train_offsets_np`; random draws are stateless in `seed` (int32 [2]).
+  The three cases of the module docstring; random draws are stateless in `seed` (int32 [2]).
   """
   f = tf.cast(num_frames, tf.int32)
   span = clip_len * frame_interval
@@ -126,7 +86,7 @@ def train_offsets(
 def test_offsets(
   num_frames: tf.Tensor, num_segments: int, clip_len: int, frame_interval: int
 ) -> tf.Tensor:
-  """Test snippet starts int32 [U_test] (float64 arithmetic, as NumPy, so they match exactly)."""
+  """Test snippet starts int32 [U_test]: segment centres, in float64 as the original's NumPy."""
   f = tf.cast(num_frames, tf.int32)
   span = clip_len * frame_interval
   tick = tf.cast(f - span + 1, tf.float64) / float(num_segments)

@@ -55,6 +55,62 @@ def random_resized_crop_box(
   return tf.stack([y, x, bh, bw])
 
 
+def random_resized_crop_box_original(
+  height: tf.Tensor,
+  width: tf.Tensor,
+  seed: tf.Tensor,
+  scale: Sequence[float] = (0.08, 1.0),
+  ratio: Sequence[float] = (3 / 4, 4 / 3),
+  attempts: int = 10,
+) -> tf.Tensor:
+  """The original's RandomResizedCrop box (spec dsanet.md §4.3), before clipping: int32 [4] =
+  (y, x, h, w), which may extend past the right or bottom edge; `clip_box` cuts it as the
+  original's `mmcv.imcrop` did (pipeline.train_crop_box applies both).
+
+  As the original's `get_params` + `mmcv.imcrop`, per attempt: area fraction ~ U(scale), aspect
+  ~ U(ratio) (uniform, not log-uniform), w = round(sqrt(area * aspect)), h = round(sqrt(area /
+  aspect)), swapped with probability 1/2. The box is accepted when w <= H and h <= W (the axes
+  mixed up: the width is capped by the HEIGHT, so at most 256 px on 256x340 frames); its left edge
+  is drawn in [0, W - h] and its top edge in [0, H - w], and the box has width w and height h, so
+  about 35% of the boxes on 256x340 frames extend past the border (truncated by `clip_box` before
+  the resize). No fit in `attempts` tries: the centred square of side min(H, W).
+  """
+  h_img = tf.cast(height, tf.int32)
+  w_img = tf.cast(width, tf.int32)
+  s_area, s_ratio, s_swap, s_pos = tf.unstack(tf.random.experimental.stateless_split(seed, num=4))
+  area = tf.cast(h_img * w_img, tf.float32)
+  target = area * tf.random.stateless_uniform([attempts], s_area, scale[0], scale[1])
+  aspect = tf.random.stateless_uniform([attempts], s_ratio, ratio[0], ratio[1])
+  w0 = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+  h0 = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+  swap = tf.random.stateless_uniform([attempts], s_swap, 0.0, 1.0) < 0.5
+  w = tf.where(swap, h0, w0)
+  h = tf.where(swap, w0, h0)
+  fits = (w > 0) & (h > 0) & (w <= h_img) & (h <= w_img)  # the original's comparison
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)
+  any_fits = tf.reduce_any(fits)
+  bw, bh = w[first], h[first]
+  u = tf.random.stateless_uniform([2], s_pos, 0.0, 1.0)
+  x_rand = tf.cast(tf.floor(u[0] * tf.cast(w_img - bh + 1, tf.float32)), tf.int32)
+  y_rand = tf.cast(tf.floor(u[1] * tf.cast(h_img - bw + 1, tf.float32)), tf.int32)
+  x = tf.minimum(x_rand, w_img - bh)
+  y = tf.minimum(y_rand, h_img - bw)
+  side = tf.minimum(h_img, w_img)
+  return tf.where(
+    any_fits,
+    tf.stack([y, x, bh, bw]),
+    tf.stack([(h_img - side) // 2, (w_img - side) // 2, side, side]),
+  )
+
+
+def clip_box(box: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+  """A box int32 [4] = (y, x, h, w) with y, x >= 0, cut to the frame: int32 [4] (`mmcv.imcrop`)."""
+  y, x, h, w = tf.unstack(box)
+  h_img = tf.cast(height, tf.int32)
+  w_img = tf.cast(width, tf.int32)
+  return tf.stack([y, x, tf.minimum(h, h_img - y), tf.minimum(w, w_img - x)])
+
+
 def scale_jitter_box(
   height: tf.Tensor,
   width: tf.Tensor,

@@ -4,6 +4,11 @@ Acts on snippet features x [N*U, T, H, W, C] (video-major, snippet-minor). The f
 C' = floor(beta*C) channels of each snippet are replaced by a convex combination, with a per-video,
 per-channel 3-tap kernel generated from the U-length snippet descriptor, of the same channel in the
 previous, current and next snippet (zero padded at the ends); the other channels pass through.
+
+Two static switches for analysis (`dsanet_jax.tools.explain`); their defaults change nothing:
+`aggregate=False` makes the module the identity (every snippet on its own: the paper's "average
+prediction"); `record_kernels=True` sows the generated kernels as `nnx.Intermediate` "kernels",
+read with `nnx.capture`. Set them on a copy with `nnx.view(model, only=DSA, aggregate=False)`.
 """
 
 import jax
@@ -33,7 +38,7 @@ class DSA(nnx.Module):
     dtype: jnp.dtype = jnp.float32,
     where: str = "DSA",
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     self.channels = int(in_channels * beta)
     if self.channels < 1:
       raise ValueError(
@@ -48,10 +53,19 @@ class DSA(nnx.Module):
     self.kernel_size = kernel_size
     self.with_identity = with_identity
     self.dtype = dtype
+    self.aggregate = True  # False: the identity (see the module docstring)
+    self.record_kernels = False  # True: sow the kernels f32 [N, C', L] as nnx.Intermediate
     hidden = int(alpha * num_segments)
     self.fc1 = Linear(num_segments, hidden, use_bias=False, rngs=rngs)
     self.bn = BatchNorm(hidden, momentum=bn_momentum, epsilon=bn_epsilon)
     self.fc2 = Linear(hidden, kernel_size, use_bias=False, rngs=rngs)
+
+  def set_view(self, aggregate: bool | None = None, record_kernels: bool | None = None) -> None:
+    """For `nnx.view(model, only=DSA, aggregate=..., record_kernels=...)`: the static switches."""
+    if aggregate is not None:
+      self.aggregate = bool(aggregate)
+    if record_kernels is not None:
+      self.record_kernels = bool(record_kernels)
 
   def kernels(self, x: jax.Array, *, num_groups: int = 1) -> jax.Array:
     """The generated kernels: x [N*U, T, H, W, C] -> f32 [N, C', L] (softmax over L)."""
@@ -69,9 +83,14 @@ class DSA(nnx.Module):
     u, cp, taps = self.num_segments, self.channels, self.kernel_size
     if x.ndim != 5 or x.shape[0] % u:
       raise ValueError(f"DSA expects [N*U, T, H, W, C] with U={u}, got shape {x.shape}")
+    if not self.aggregate:
+      return x
     b, t, h, w, c = x.shape
     n = b // u
-    k = self.kernels(x, num_groups=num_groups).astype(x.dtype)  # [N, C', L]
+    k = self.kernels(x, num_groups=num_groups)  # f32 [N, C', L]
+    if self.record_kernels:
+      self.sow(nnx.Intermediate, "kernels", k)
+    k = k.astype(x.dtype)
     v = x[..., :cp].reshape(n, u, t, h, w, cp)
     pad = taps // 2
     vp = jnp.pad(v, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0), (0, 0)))

@@ -182,7 +182,7 @@ class Conv(nnx.Module):
     impl: str = "auto",
     dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     shape = (*kernel_size, in_features, out_features)
     self.kernel = nnx.Param(kaiming_normal_fan_out(rngs.params(), shape))
     self.stride = tuple(stride)
@@ -207,7 +207,7 @@ class Linear(nnx.Module):
     init: str = "torch",
     dtype: jnp.dtype = jnp.float32,
     rngs: nnx.Rngs,
-  ):
+  ) -> None:
     if init == "torch":  # PyTorch nn.Linear default
       self.kernel = nnx.Param(
         torch_default_uniform(rngs.params(), (in_features, out_features), in_features)
@@ -238,6 +238,12 @@ class BatchNorm(nnx.Module):
   per-device BatchNorm would on G devices. Statistics are computed in float32. The running `var`
   stores the UNBIASED variance (PyTorch convention), averaged over the groups, as is the mean.
   Flax momentum: running <- momentum * running + (1 - momentum) * batch.
+
+  Running statistics are the MEAN over the groups, not group 0's. The original trained with
+  per-GPU BatchNorm and saved rank 0's module, so its running statistics saw only rank 0's videos.
+  Each group's batch statistics estimate the same per-group quantities, so the average has the
+  same expectation with G times less sampling noise, and it does not depend on which videos land in
+  group 0. With G = 1 the two are the same. Converted checkpoints keep their stored statistics.
   """
 
   def __init__(
@@ -248,7 +254,7 @@ class BatchNorm(nnx.Module):
     epsilon: float = 1e-5,
     dtype: jnp.dtype = jnp.float32,
     use_running_average: bool = False,
-  ):
+  ) -> None:
     self.scale = nnx.Param(jnp.ones((num_features,), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((num_features,), jnp.float32))
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))

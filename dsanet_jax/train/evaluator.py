@@ -1,12 +1,17 @@
-"""Multi-view evaluation: views grouped per crop, scores aggregated per video id, metrics.
+"""Multi-view evaluation: views grouped into passes of U, scores aggregated per video id, metrics.
 
 A test batch holds `video` [B, crops, U_test, T, H, W, 3]. The model sees U = model.num_segments
-snippets per pass, so each crop is run as P = U_test / U interleaved passes: pass p takes snippets
-{p, p + P, ..., p + (U - 1) P} (U_test=8, U=4: {0,2,4,6} and {1,3,5,7}). Every pass keeps one crop
-(the original mixed crops within a pass, spec §4.4; not copied). The V = crops * P view logits
-of a video are averaged (as logits or as softmax probabilities, `eval.aggregate`) per video id on
-the host, where every video must arrive exactly once with all its views, and the number of videos
-must equal the dataset size.
+snippets per pass, so each video is run as V = crops * P passes, P = U_test / U (`interleave_views`,
+`eval.grouping`):
+  'per_crop' (default): each crop is run as P interleaved passes; pass p takes snippets
+    {p, p + P, ..., p + (U - 1) P} of one crop (U_test=8, U=4: {0,2,4,6} and {1,3,5,7}).
+  'original': the original's grouping (spec §4.4), which reads its crop-major views as if they
+    were clip-major and so mixes crops and snippets inside a pass; with 8 clips x 3 crops, labelled
+    100 * crop + clip, the passes are [0,1,2,6] [7,100,104,105] [106,202,203,204] [3,4,5,101]
+    [102,103,107,200] [201,205,206,207]. With one crop both groupings are the same.
+Either way every view is used once. The V view logits of a video are averaged (as logits or as
+softmax probabilities, `eval.aggregate`) per video id on the host, where every video must arrive
+exactly once with all its views, and the number of videos must equal the dataset size.
 """
 
 import json
@@ -25,17 +30,36 @@ from dsanet_jax.train import sharding as sharding_lib
 ID_BYTES = 256  # video ids travel through the device step as fixed-width uint8 rows
 
 
-def interleave_views(video: jax.Array, model_segments: int) -> jax.Array:
-  """[B, C, U_test, T, H, W, 3] -> [C * P, B, U, T, H, W, 3]; view = crop * P + pass."""
+GROUPINGS = ("per_crop", "original")
+
+
+def interleave_views(
+  video: jax.Array, model_segments: int, grouping: str = "per_crop"
+) -> jax.Array:
+  """[B, C, U_test, T, H, W, 3] -> [C * P, B, U, T, H, W, 3]: the passes of U snippets.
+
+  'per_crop': view = crop * P + pass, snippets {pass + P * j}. 'original': view = pass * C + g,
+  the g-th run of U in the row-major flattening of the original's [clip rows {pass + P * j},
+  C columns] selection of its crop-major views read as [U_test, C] (module docstring).
+  """
   b, c, u_test = video.shape[:3]
-  if u_test % model_segments:
+  rest = video.shape[3:]
+  u = model_segments
+  if u_test % u:
     raise ValueError(
-      f"config.eval.num_segments={u_test} must be a multiple of model.num_segments={model_segments}"
+      f"config.eval.num_segments={u_test} must be a multiple of model.num_segments={u}"
     )
-  p = u_test // model_segments
-  x = video.reshape(b, c, model_segments, p, *video.shape[3:])  # snippet u * P + p
+  if grouping not in GROUPINGS:
+    raise ValueError(f"config.eval.grouping={grouping!r}: expected one of {GROUPINGS}")
+  p = u_test // u
+  if grouping == "original":
+    x = video.reshape(b, u, p, c, *rest)  # crop-major views read as rows (j * P + pass, column)
+    x = jnp.moveaxis(x, 2, 1)  # [B, P, U rows, C columns, ...]
+    x = x.reshape(b, p * c, u, *rest)  # each pass's U*C views regrouped as C runs of U
+    return jnp.moveaxis(x, 1, 0)
+  x = video.reshape(b, c, u, p, *rest)  # snippet j * P + pass
   x = jnp.moveaxis(x, 3, 2)  # [B, C, P, U, ...]
-  x = x.reshape(b, c * p, model_segments, *video.shape[3:])
+  x = x.reshape(b, c * p, u, *rest)
   return jnp.moveaxis(x, 1, 0)
 
 
@@ -52,13 +76,6 @@ def encode_ids(ids: Sequence[bytes | str]) -> np.ndarray:
 
 def decode_ids(rows: np.ndarray) -> list[str]:
   return [bytes(r).rstrip(b"\0").decode("utf-8", "replace") for r in np.asarray(rows)]
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-  """Softmax over the last axis, in float64."""
-  z = np.asarray(x, np.float64)
-  e = np.exp(z - z.max(-1, keepdims=True))
-  return e / e.sum(-1, keepdims=True)
 
 
 def view_scores(view_logits: np.ndarray, aggregate: str) -> np.ndarray:
@@ -137,8 +154,26 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
   return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int):
-  """Top-1/5, mean class accuracy, mAP, per-class accuracy, confusion matrix [true, predicted]."""
+def softmax(scores: np.ndarray) -> np.ndarray:
+  """Softmax over the last axis, float64."""
+  z = np.asarray(scores, np.float64)
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def classification_metrics(
+  scores: np.ndarray, labels: np.ndarray, num_classes: int, *, aggregate: str = "logits"
+) -> dict[str, Any]:
+  """Metrics of video scores f [N, K] ('logits' or softmax 'probs', `eval.aggregate`), labels [N].
+
+  top1 / top5: fraction of videos whose label is the first / among the first five classes.
+  per_class_accuracy [K]: for each class, the fraction of ITS videos predicted as it (recall;
+  nan for a class without videos). mean_class_accuracy: the unweighted mean of per_class_accuracy
+  over the classes that have videos. mAP: the mean over those classes of the average precision of
+  ranking all videos by their softmax PROBABILITY of the class (logits are turned into
+  probabilities first: a video's logit offset would otherwise reorder the ranking).
+  confusion_matrix [K, K]: counts [true, predicted].
+  """
   n = len(labels)
   pred = scores.argmax(-1)
   k5 = min(5, num_classes)
@@ -148,7 +183,8 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: 
   support = confusion.sum(1)
   with np.errstate(invalid="ignore", divide="ignore"):
     per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
-  aps = np.array([average_precision(scores[:, k], labels == k) for k in range(num_classes)])
+  probs = softmax(scores) if aggregate == "logits" else np.asarray(scores, np.float64)
+  aps = np.array([average_precision(probs[:, k], labels == k) for k in range(num_classes)])
   present = support > 0
   return {
     "top1": float((pred == labels).mean()) if n else float("nan"),
@@ -179,6 +215,7 @@ class Evaluator:
     num_crops: int,
     num_classes: int,
     aggregate: str = "logits",
+    grouping: str = "per_crop",
   ):
     self.mesh, self.num_classes, self.aggregate = mesh, num_classes, aggregate
     self.num_segments, self.num_crops = num_segments, num_crops
@@ -187,7 +224,7 @@ class Evaluator:
 
     def step(model_state, batch):
       model = nnx.merge(graphdef, *model_state)
-      views = interleave_views(batch["video"], model_segments)  # [V, B, U, T, H, W, 3]
+      views = interleave_views(batch["video"], model_segments, grouping)  # [V, B, U, T, H, W, 3]
       logits = jax.lax.map(lambda v: model(v).astype(jnp.float32), views)  # [V, B, K]
       return {
         "scores": jnp.moveaxis(logits, 0, 1),
@@ -234,7 +271,7 @@ class Evaluator:
       out = self.scores(model_state, local)
       agg.add(out["video_id"], out["scores"], out["label"], out["mask"])
     ids, scores, labels = agg.finalize(expected_videos)
-    metrics = classification_metrics(scores, labels, self.num_classes)
+    metrics = classification_metrics(scores, labels, self.num_classes, aggregate=self.aggregate)
     metrics.update(num_videos=len(ids), num_classes=self.num_classes, num_views=self.views)
     predictions = {"video_id": ids, "scores": scores, "label": labels}
     return metrics, predictions

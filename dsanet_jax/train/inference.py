@@ -6,8 +6,9 @@ forward (`Predictor.forward`). The model and state come from `state.load(purpose
 training workdir, a converted model directory or `config.init_from`.
 
 Test views are the eval pipeline's (`pipeline.eval_views`): `config.eval.num_segments` snippets x
-`config.eval.num_crops` crops, grouped per crop into passes of `model.num_segments` snippets, and
-averaged as `config.eval.aggregate` (`evaluator.average_views`).
+`config.eval.num_crops` crops, cut into passes of `model.num_segments` snippets as
+`config.eval.grouping` says (`evaluator.interleave_views`), and averaged as `config.eval.aggregate`
+(`evaluator.average_views`).
 
 Class names: the checkpoint's; else a `class_names_file`; else the prepared dataset's; else
 "class_<i>" with a warning.
@@ -147,7 +148,10 @@ def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
 
 def view_logits(pred: Predictor, views: np.ndarray) -> np.ndarray:
   """[1, crops, U_test, T, S, S, 3] test views -> view logits f32 [V, K] (V = crops * passes)."""
-  per_view = eval_lib.interleave_views(jnp.asarray(views), pred.config.model.num_segments)
+  cfg = pred.config
+  per_view = eval_lib.interleave_views(
+    jnp.asarray(views), cfg.model.num_segments, cfg.eval.grouping
+  )
   return pred.logits(np.asarray(per_view[:, 0]), batch_size=per_view.shape[0])
 
 

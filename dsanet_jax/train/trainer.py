@@ -258,6 +258,7 @@ def run_evaluation(
     num_crops=crops,
     num_classes=config.model.num_classes,
     aggregate=config.eval.aggregate,
+    grouping=config.eval.grouping,
   )
   it = pipeline.make_eval_iterator(
     config,
@@ -350,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sharding_lib.check_batch_layout(
     mesh, gbs // acc, config.model.bn_group_size, process_count=pc, what="train micro-batch"
   )
+  pipeline.check_frame_rate(config)
   num_train = config.train.num_train_examples or pipeline.num_examples(
     config, config.data.train_split
   )

@@ -41,12 +41,6 @@ BUILDERS: dict[str, type[base.VideoDatasetBuilder]] = {
 SELF_CONTAINED = ("order_of_events",)
 
 
-def register(cls: type[base.VideoDatasetBuilder]) -> type[base.VideoDatasetBuilder]:
-  """Adds a builder class to `BUILDERS` (used by the builder modules)."""
-  BUILDERS[cls.name] = cls
-  return cls
-
-
 def _split_name(name: str) -> tuple[str, str | None, str | None]:
   m = re.fullmatch(r"([\w.-]+)(?:/([\w.-]+))?(?::([\d.]+))?", name)
   if not m:
@@ -66,6 +60,7 @@ def get_builder(
   config: tfds.core.BuilderConfig | None = None,
   manual_dir: str | None = None,
   num_workers: int | None = None,
+  decode_timeout: float | None = base.DEFAULT_DECODE_TIMEOUT,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `name` ('dataset[/config][:version]') under `data_dir`.
@@ -83,7 +78,9 @@ def get_builder(
   if ds not in BUILDERS:
     raise ValueError(f"unknown dataset {ds!r}; known: {sorted(BUILDERS)}")
   cls = BUILDERS[ds]
-  kwargs = dict(data_dir=data_dir, num_workers=num_workers, manual_dir=manual_dir)
+  kwargs = dict(
+    data_dir=data_dir, num_workers=num_workers, manual_dir=manual_dir, decode_timeout=decode_timeout
+  )
   if version:
     kwargs["version"] = version
   if config is not None:
@@ -135,26 +132,39 @@ def ensure_prepared(
   manual_dir: str | None = None,
   num_workers: int | None = None,
   config: tfds.core.BuilderConfig | None = None,
+  decode_timeout: float | None = base.DEFAULT_DECODE_TIMEOUT,
+  beam_options: Any = None,
+  overwrite: bool = False,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
   """`get_builder(...)`, built first if it is not prepared yet (under a file lock, so parallel
   processes sharing `data_dir` build it once). Datasets from manual downloads need `manual_dir`
-  (or the TFDS default manual folder)."""
-  kw = dict(config=config, manual_dir=manual_dir, num_workers=num_workers)
+  (or the TFDS default manual folder).
+
+  `beam_options` (an `apache_beam` PipelineOptions) builds through Beam (docs/data.md);
+  `overwrite` rebuilds a prepared dataset (e.g. one that `stale_reasons` reports as stale).
+  """
+  kw = dict(
+    config=config, manual_dir=manual_dir, num_workers=num_workers, decode_timeout=decode_timeout
+  )
   builder = get_builder(name, data_dir, **kw, **config_overrides)
-  if _is_prepared(builder):
+  if _is_prepared(builder) and not overwrite:
     return builder
   root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
   os.makedirs(root, exist_ok=True)
   lock_path = os.path.join(root, f".{_split_name(name)[0]}.lock")
+  mode = tfds.download.GenerateMode
   with open(lock_path, "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
       builder = get_builder(name, data_dir, **kw, **config_overrides)
-      if not _is_prepared(builder):
+      if overwrite or not _is_prepared(builder):
         builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir, try_download_gcs=False
+            manual_dir=manual_dir,
+            try_download_gcs=False,
+            beam_options=beam_options,
+            download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
           )
         )
         builder = get_builder(name, data_dir, **kw, **config_overrides)
@@ -167,4 +177,4 @@ def _is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
   return bool(getattr(builder, "is_prepared", lambda: True)())
 
 
-__all__ = ["BUILDERS", "SELF_CONTAINED", "base", "ensure_prepared", "get_builder", "register"]
+__all__ = ["BUILDERS", "SELF_CONTAINED", "base", "ensure_prepared", "get_builder"]

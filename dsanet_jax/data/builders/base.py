@@ -1,4 +1,5 @@
-"""What every video builder shares: the feature spec, the parallel encode loop, the skip records.
+"""What every video builder shares: the feature spec, the build loop (local processes or Beam),
+the skip records, the build record (metadata) and the dry-run check.
 
 The feature spec (the contract with the snippet pipeline, docs/design.md):
   video:      tfds.features.Video((None, None, None, 3), encoding_format='jpeg'): [T, H, W, 3]
@@ -15,17 +16,18 @@ reason go into `info.metadata['skipped'][<split>]`.
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import json
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-import tqdm
 from absl import logging
+from etils import epath
 
 from dsanet_jax.data import decode
 
@@ -91,29 +93,117 @@ class VideoItem:
   window: tuple[float, float] | None = None  # see decode.read_video
 
 
-def _ordered_map(fn: Callable, items: list, num_workers: int) -> Iterator:
-  """fn over items with a thread pool, results in input order, at most 4*workers in flight."""
-  if num_workers <= 1:
-    yield from map(fn, items)
-    return
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    pending = collections.deque()
-    it = iter(items)
-    for item in it:
-      pending.append(pool.submit(fn, item))
-      if len(pending) >= 4 * num_workers:
-        yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
+DEFAULT_DECODE_TIMEOUT = 300.0  # seconds per video; a 10 s Kinetics clip decodes in about 1 s
+
+
+def encode_item(
+  item: VideoItem, cfg: VideoBuilderConfig, pool: decode.DecodePool | None
+) -> decode.EncodedVideo | decode.DecodeError:
+  """One item -> its frames, or the DecodeError that says why it is skipped.
+
+  Rendered items are encoded here; files are decoded by `pool` (needed for them). Only decode
+  errors are data: any other exception (a bug in the encode path) propagates.
+  """
+  try:
+    if item.render is not None:
+      frames, fps = item.render()
+      return decode.encode_frames(
+        frames, fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality
+      )
+    return pool.run(decode_task(item, cfg))
+  except decode.DecodeError as e:
+    return e
+
+
+def decode_task(item: VideoItem, cfg: VideoBuilderConfig) -> decode.DecodeTask:
+  """The decoding job of a file item under the config's output options."""
+  return decode.DecodeTask(
+    path=item.path, is_frame_dir=item.is_frame_dir, frame_dir_fps=item.frame_dir_fps,
+    window=item.window, short_side=cfg.short_side, target_fps=cfg.target_fps,
+    jpeg_quality=cfg.jpeg_quality,
+  )  # fmt: skip
+
+
+def make_example(item: VideoItem, video: decode.EncodedVideo) -> dict[str, Any]:
+  """The TFDS example (the feature spec, module docstring) of a decoded item."""
+  return dict(
+    video=video.frames,
+    label=item.label,
+    video_id=item.video_id,
+    num_frames=video.num_frames,
+    fps=video.fps,
+    **item.extra,
+  )
+
+
+def file_stats(path: str) -> dict[str, Any]:
+  """{'size', 'mtime', 'lines'} of a file (what a build records of its annotation files)."""
+  st = os.stat(path)
+  lines = 0
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      lines += chunk.count(b"\n")
+  return dict(size=st.st_size, mtime=round(st.st_mtime, 3), lines=lines)
+
+
+class Progress:
+  """Build progress with rate and ETA: one updating line on a terminal, else a line every 30 s."""
+
+  def __init__(
+    self, desc: str, total: int, stream: Any = None, interval: float | None = None
+  ) -> None:
+    """`interval`: seconds between updates (default 1 on a terminal, 30 otherwise)."""
+    self.desc, self.total = desc, total
+    self.stream = stream or sys.stderr
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
+    self.done = self.skipped = 0
+    self.start = self.last = time.monotonic()
+
+  def update(self, skipped: bool) -> None:
+    self.done += 1
+    self.skipped += skipped
+    now = time.monotonic()
+    if now - self.last >= self.interval:
+      self.last = now
+      self._show(now)
+
+  def _show(self, now: float) -> None:
+    rate = self.done / max(now - self.start, 1e-9)
+    eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+    line = (
+      f"{self.desc}: {self.done}/{self.total} videos ({100 * self.done / self.total:.1f}%), "
+      f"{rate:.2f} videos/s, skipped {self.skipped}, ETA {_duration(eta)}"
+    )
+    self.stream.write(f"\r{line}\033[K" if self.tty else line + "\n")
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.tty and self.last > self.start:
+      self.stream.write("\r\033[K")
+      self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return "?"
+  s = round(seconds)
+  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the video builders: subclasses define `_class_names()` and `_list_items()`.
 
   `_list_items(manual_dir)` parses the annotations and finds the files: {split: [VideoItem]}.
-  The shared loop decodes the items in a thread pool (`num_workers`, default: all cores), shows a
-  progress bar, records and skips bad videos, and writes the skip list at the end of each split.
+  The shared loop decodes the files in `num_workers` processes (default: all cores; each video
+  has `decode_timeout` seconds), shows progress, records and skips bad videos, and writes the
+  skip list at the end of each split. With Beam options in the DownloadConfig, each split is a
+  Beam PTransform instead (`beam_build.py`): same examples, same skip lists.
   `check(manual_dir)` does the first part only (a dry run: what would be built, what is missing).
+
+  At build time the metadata records `target_fps` (the rate every video was resampled to; None:
+  native rates) and `build` (the config's options and the size, mtime and line count of every
+  annotation file) that `stale_reasons` compares with the manual folder of a later run.
   """
 
   VERSION = tfds.core.Version("1.0.0")
@@ -122,11 +212,22 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   # of `importlib_resources`, which is not installed.
   code_path = None
 
-  def __init__(self, *, num_workers: int | None = None, manual_dir: str | None = None, **kwargs):
+  def __init__(
+    self,
+    *,
+    num_workers: int | None = None,
+    manual_dir: str | None = None,
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
+    **kwargs: Any,
+  ) -> None:
     """`manual_dir` lets builders whose class list lives with the downloaded files (SSv2) read
-    it at construction; `download_and_prepare` still takes it from its DownloadConfig."""
+    it at construction; `download_and_prepare` still takes it from its DownloadConfig.
+    `decode_timeout`: seconds per video before its decoding process is killed (None: none)."""
     self._num_workers = num_workers or os.cpu_count() or 1
     self._manual_dir_hint = manual_dir
+    self._decode_timeout = decode_timeout
+    self._use_beam = False
+    self._beam_splits: dict[str, tuple[int, str]] = {}  # Beam: split -> (listed, work dir)
     super().__init__(**kwargs)
 
   # ------------------------------------------------------------------ subclass hooks
@@ -145,30 +246,182 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """{split: items}: the annotations parsed and the files located, nothing decoded."""
     raise NotImplementedError
 
-  def _generate_examples(self, **kwargs):  # _split_generators returns the generators
+  def _split_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    """{split: its annotation file, None when absent} for every split the builder knows."""
+    del manual_dir
+    return {}
+
+  def _other_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    """{role: file (None when absent)}: the other files a build reads (class and id lists)."""
+    del manual_dir
+    return {}
+
+  def target_fps(self) -> float | None:
+    """The rate every video is resampled to; None: native rates."""
+    return self.builder_config.target_fps
+
+  def _generate_examples(self, **kwargs: Any) -> None:  # _split_generators returns them
     raise NotImplementedError
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+  # ------------------------------------------------------------------ build
+  def _generate_splits(
+    self, dl_manager: tfds.download.DownloadManager, download_config: tfds.download.DownloadConfig
+  ) -> Any:
+    self._use_beam = bool(download_config.beam_options or download_config.beam_runner)
+    return super()._generate_splits(dl_manager, download_config)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
     manual_dir = os.fspath(dl_manager.manual_dir) if self.MANUAL_DOWNLOAD_INSTRUCTIONS else None
+    self.info.metadata["target_fps"] = self.target_fps()
+    self.info.metadata["build"] = self.build_record(manual_dir)
     out = {}
     for split, items in self._list_items(manual_dir).items():
       if not items:
         logging.warning("%s: split %r lists no videos; not built", self.name, split)
         continue
-      out[split] = self._generate_from_items(split, items)
+      if self._use_beam:
+        out[split] = self._beam_split(split, items)
+      else:
+        out[split] = self._generate_from_items(split, items)
     if not out:
       raise ValueError(f"{self.name}/{self.builder_config.name}: no split lists any video")
     return out
 
-  def check(self, manual_dir: str | None = None) -> dict[str, dict[str, Any]]:
+  def _generate_from_items(
+    self, split: str, items: Iterable[VideoItem]
+  ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yields (video_id, example) for the good items; records the bad ones (module docstring)."""
+    items = list(items)
+    skipped, todo = _screen(items)
+    progress = Progress(f"{self.name} {split}", len(todo))
+    kept = 0
+    try:
+      for item, result in zip(todo, self._encode_all(todo)):
+        progress.update(isinstance(result, decode.DecodeError))
+        if isinstance(result, decode.DecodeError):
+          skipped.append(skip_record(item, result.reason, result.detail))
+          continue
+        kept += 1
+        yield item.video_id, make_example(item, result)
+    finally:
+      progress.close()
+    if not kept:
+      raise self._nothing_kept(split, len(items), skipped)
+    path = os.path.join(os.fspath(self.data_dir), SKIPPED_FILE.format(split=split))
+    write_skipped(path, skipped)
+    self._report_skipped(split, len(items), skipped)
+
+  def _encode_all(
+    self, items: list[VideoItem]
+  ) -> Iterator[decode.EncodedVideo | decode.DecodeError]:
+    """The results of `encode_item`, in order: files decoded in a process pool."""
+    cfg = self.builder_config
+    if all(i.render is not None for i in items):
+      yield from (encode_item(i, cfg, None) for i in items)
+      return
+    if any(i.render is not None for i in items):
+      raise ValueError(f"{self.name}: a split mixes rendered and file items")
+    with decode.DecodePool(min(self._num_workers, len(items)), self._decode_timeout) as pool:
+      yield from pool.imap(decode_task(i, cfg) for i in items)
+
+  def _beam_split(self, split: str, items: list[VideoItem]) -> Any:
+    from dsanet_jax.data.builders import beam_build  # Beam is imported only when asked for
+
+    skipped, todo = _screen(items)
+    root = os.fspath(self.data_dir)
+    work_dir = os.path.join(root, f"beam_items_{split}")
+    self._beam_splits[split] = (len(items), work_dir)
+    return beam_build.GenerateSplit(
+      todo, skipped, os.path.join(root, SKIPPED_FILE.format(split=split)), work_dir,
+      config=self.builder_config, decode_timeout=self._decode_timeout,
+    )  # fmt: skip
+
+  def _process_pipeline_result(self, pipeline_result: Any) -> None:
+    """After a Beam build: the skip lists the pipeline wrote go into the metadata; the item
+    files go."""
+    del pipeline_result
+    for split, (listed, work_dir) in self._beam_splits.items():
+      epath.Path(work_dir).rmtree(missing_ok=True)
+      skipped = read_skipped(self.data_dir, split)
+      if len(skipped) == listed:
+        raise self._nothing_kept(split, listed, skipped)
+      self._report_skipped(split, listed, skipped)
+
+  def _nothing_kept(self, split: str, listed: int, skipped: list[dict[str, str]]) -> ValueError:
+    # TFDS would fail with "No examples were yielded."; say why instead.
+    counts = dict(collections.Counter(s["reason"] for s in skipped))
+    return ValueError(
+      f"{self.name}/{self.builder_config.name}: every one of the {listed} videos listed "
+      f"for split {split!r} was skipped {counts} (wrong manual folder or layout?); "
+      f"first ones: {skipped[:3]}"
+    )
+
+  def _report_skipped(self, split: str, total: int, skipped: list[dict[str, str]]) -> None:
+    counts = collections.Counter(s["reason"] for s in skipped)
+    self.info.metadata.setdefault("skipped", {})[split] = dict(
+      total=len(skipped), by_reason=dict(sorted(counts.items())), listed=total
+    )
+    msg = f"{self.name}/{self.builder_config.name} {split}: kept {total - len(skipped)} of {total}"
+    if skipped:
+      msg += f", skipped {len(skipped)} {dict(counts)}; list in {SKIPPED_FILE.format(split=split)}"
+    logging.info(msg)
+    print(msg, flush=True)
+
+  # ------------------------------------------------------------------ what a build depends on
+  def build_record(self, manual_dir: str | None) -> dict[str, Any]:
+    """The options and annotation files of a build now (stored as `metadata['build']`); no
+    files when a builder that needs a manual folder is given none."""
+    cfg = self.builder_config
+    skip = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+    options = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in skip}
+    files = {}
+    if manual_dir or not self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      roles = {f"split {k}": v for k, v in self._split_files(manual_dir).items()}
+      for role, path in {**roles, **self._other_files(manual_dir)}.items():
+        if path is not None:  # relative to the manual folder: moving the folder changes nothing
+          rel = os.path.relpath(path, manual_dir) if manual_dir else path
+          files[role] = dict(path=path if rel.startswith("..") else rel, **file_stats(path))
+        else:
+          files[role] = None
+    return json.loads(json.dumps(dict(options=options, files=files), default=str))
+
+  def stale_reasons(self, manual_dir: str | None = None) -> list[str]:
+    """Why the prepared dataset may not match the manual folder and options now ([]: it does).
+    Without a manual folder (for a builder that needs one) only the options are compared."""
+    manual_dir = _expand(manual_dir or self._manual_dir_hint)
+    built = (self.info.metadata or {}).get("build")
+    if built is None:
+      return ["no build record in its metadata (prepared by an older version)"]
+    now = self.build_record(manual_dir)
+    reasons = []
+    for k in sorted(set(built["options"]) | set(now["options"])):
+      old, new = built["options"].get(k), now["options"].get(k)
+      if old != new:
+        reasons.append(f"option {k}: built with {old!r}, now {new!r}")
+    if not now["files"] and self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      return reasons
+    for role in sorted(set(built["files"]) | set(now["files"])):
+      old, new = built["files"].get(role), now["files"].get(role)
+      if old == new:
+        continue
+      if old is None:
+        reasons.append(f"{role}: {new['path']} is new (absent at build time)")
+      elif new is None:
+        reasons.append(f"{role}: {old['path']} is gone")
+      else:
+        what = ", ".join(f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new.get(k))
+        reasons.append(f"{role}: {new['path']} changed ({what})")
+    return reasons
+
+  def check(self, manual_dir: str | None = None) -> dict[str, Any]:
     """A dry run: per split, how many videos are listed, how many files were found, and the
-    problems visible without decoding ({reason: count}, plus a few examples)."""
-    manual_dir = manual_dir or self._manual_dir_hint
-    if manual_dir:
-      manual_dir = os.path.expanduser(manual_dir)
+    problems visible without decoding ({reason: count}, plus a few examples); then the splits
+    with no annotation file and the video files / frame folders no annotation references."""
+    manual_dir = _expand(manual_dir or self._manual_dir_hint)
     out = {}
-    for split, items in self._list_items(manual_dir).items():
-      problems = [_record(i, *i.error) for i in items if i.error is not None]
+    listed = self._list_items(manual_dir)
+    for split, items in listed.items():
+      problems = [skip_record(i, *i.error) for i in items if i.error is not None]
       found = sum(
         i.error is None and (i.render is not None or (i.path and os.path.exists(i.path)))
         for i in items
@@ -179,7 +432,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         problems=dict(collections.Counter(p["reason"] for p in problems)),
         examples=problems[:5],
       )
-    return out
+    referenced = {os.path.realpath(i.path) for v in listed.values() for i in v if i.path}
+    unreferenced = [p for p in _media_under(manual_dir) if os.path.realpath(p) not in referenced]
+    no_annotation = [s for s, f in self._split_files(manual_dir).items() if f is None]
+    return dict(splits=out, no_annotation=no_annotation, unreferenced=unreferenced)
 
   # ------------------------------------------------------------------ shared
   def _info(self) -> tfds.core.DatasetInfo:
@@ -190,97 +446,38 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       metadata=tfds.core.MetadataDict(),
     )
 
-  def _encode(self, item: VideoItem) -> decode.EncodedVideo | decode.DecodeError:
-    cfg = self.builder_config
-    try:
-      if item.render is not None:
-        frames, fps = item.render()
-        return decode.encode_frames(
-          frames, fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality
-        )
-      if item.is_frame_dir:
-        video = decode.read_frame_dir(
-          item.path, fps=item.frame_dir_fps, short_side=cfg.short_side,
-          target_fps=cfg.target_fps, jpeg_quality=cfg.jpeg_quality,
-        )  # fmt: skip
-        return video
-      return decode.read_video(
-        item.path,
-        threads=1 if self._num_workers > 1 else 0,
-        short_side=cfg.short_side,
-        target_fps=cfg.target_fps,
-        jpeg_quality=cfg.jpeg_quality,
-        window=item.window,
-      )  # fmt: skip
-    except decode.DecodeError as e:
-      return e
-    except Exception as e:
-      return decode.DecodeError(decode.CORRUPT, f"{item.path}: {type(e).__name__}: {e}")
 
-  def _generate_from_items(
-    self, split: str, items: Iterable[VideoItem]
-  ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yields (video_id, example) for the good items; records the bad ones (module docstring)."""
-    items = list(items)
-    skipped: list[dict[str, str]] = []
-    seen: set[str] = set()
-    todo: list[VideoItem] = []
-    for item in items:
-      if item.error is None and item.video_id in seen:
-        item.error = (decode.DUPLICATE_ID, f"video id {item.video_id!r} listed twice")
-      seen.add(item.video_id)
-      if item.error is not None:
-        skipped.append(_record(item, *item.error))
-      else:
-        todo.append(item)
+def _expand(path: str | None) -> str | None:
+  return os.path.expanduser(path) if path else path
 
-    bar = tqdm.tqdm(
-      total=len(todo), desc=f"{self.name} {split}", unit="video", leave=False, mininterval=1.0
-    )
-    kept = 0
-    try:
-      for item, result in zip(todo, _ordered_map(self._encode, todo, self._num_workers)):
-        bar.update(1)
-        if isinstance(result, decode.DecodeError):
-          skipped.append(_record(item, result.reason, result.detail))
-          bar.set_postfix(skipped=len(skipped))
-          continue
-        kept += 1
-        yield (
-          item.video_id,
-          dict(
-            video=result.frames,
-            label=item.label,
-            video_id=item.video_id,
-            num_frames=result.num_frames,
-            fps=result.fps,
-            **item.extra,
-          ),
-        )
-    finally:
-      bar.close()
-    if not kept:  # TFDS would fail with "No examples were yielded."; say why instead.
-      counts = dict(collections.Counter(s["reason"] for s in skipped))
-      raise ValueError(
-        f"{self.name}/{self.builder_config.name}: every one of the {len(items)} videos listed "
-        f"for split {split!r} was skipped {counts} (wrong manual folder or layout?); "
-        f"first ones: {skipped[:3]}"
-      )
-    self._write_skipped(split, len(items), skipped)
 
-  def _write_skipped(self, split: str, total: int, skipped: list[dict[str, str]]) -> None:
-    counts = collections.Counter(s["reason"] for s in skipped)
-    self.info.metadata.setdefault("skipped", {})[split] = dict(
-      total=len(skipped), by_reason=dict(sorted(counts.items())), listed=total
-    )
-    path = os.path.join(os.fspath(self.data_dir), SKIPPED_FILE.format(split=split))
-    with open(path, "w") as f:
-      json.dump(skipped, f, indent=1)
-    msg = f"{self.name}/{self.builder_config.name} {split}: kept {total - len(skipped)} of {total}"
-    if skipped:
-      msg += f", skipped {len(skipped)} {dict(counts)}; list in {SKIPPED_FILE.format(split=split)}"
-    logging.info(msg)
-    print(msg, flush=True)
+def _screen(items: list[VideoItem]) -> tuple[list[dict[str, str]], list[VideoItem]]:
+  """(records of the items bad before decoding, incl. repeated ids; the items to decode)."""
+  skipped: list[dict[str, str]] = []
+  seen: set[str] = set()
+  todo: list[VideoItem] = []
+  for item in items:
+    if item.error is None and item.video_id in seen:
+      item.error = (decode.DUPLICATE_ID, f"video id {item.video_id!r} listed twice")
+    seen.add(item.video_id)
+    if item.error is not None:
+      skipped.append(skip_record(item, *item.error))
+    else:
+      todo.append(item)
+  return skipped, todo
+
+
+def _media_under(root: str | None) -> list[str]:
+  """Video files and frame folders (folders holding image files) below `root`, sorted."""
+  if not root or not os.path.isdir(root):
+    return []
+  out = []
+  for dirpath, dirs, files in os.walk(root, followlinks=True):
+    dirs.sort()
+    if any(f.lower().endswith(decode.IMAGE_EXTENSIONS) for f in files):
+      out.append(dirpath)
+    out += [os.path.join(dirpath, f) for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
+  return sorted(out)
 
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
@@ -298,14 +495,18 @@ def find_manual_file(manual_dir: str, candidates: tuple[str, ...], what: str) ->
   )
 
 
-def _record(item: VideoItem, reason: str, detail: str) -> dict[str, str]:
+def skip_record(item: VideoItem, reason: str, detail: str) -> dict[str, str]:
   return dict(video_id=item.video_id, path=item.path or "", reason=reason, detail=detail)
 
 
-def read_skipped(builder: tfds.core.DatasetBuilder, split: str) -> list[dict[str, str]]:
-  """The skip list of a prepared split (module docstring)."""
-  path = os.path.join(os.fspath(builder.data_dir), SKIPPED_FILE.format(split=split))
-  if not os.path.exists(path):
+def write_skipped(path: str, skipped: list[dict[str, str]]) -> None:
+  """Writes a skip list (local or remote path: Beam workers may write to GCS)."""
+  epath.Path(path).write_text(json.dumps(skipped, indent=1))
+
+
+def read_skipped(data_dir: str | os.PathLike, split: str) -> list[dict[str, str]]:
+  """The skip list of a split prepared in `data_dir` (module docstring)."""
+  path = epath.Path(data_dir) / SKIPPED_FILE.format(split=split)
+  if not path.exists():
     raise FileNotFoundError(f"{path}: no skip list (was split {split!r} built?)")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())

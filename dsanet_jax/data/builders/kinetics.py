@@ -13,6 +13,7 @@ from dsanet_jax.data import annotations, decode
 from dsanet_jax.data.builders import base
 
 LABEL_MAP = "kinetics400_label_map.txt"
+KINETICS_FPS = 30.0  # the original extracts Kinetics frames at 30 fps (spec §4.1)
 
 _ANNOTATIONS = {
   "train": ("kinetics-400_train.csv", "kinetics400_train.csv", "train.csv"),
@@ -80,8 +81,11 @@ class KineticsConfig(base.VideoBuilderConfig):
     num_classes: the subset's class count, used before the class list has been read.
     cut_to_window: a file that is the whole YouTube video (at least `time_end` seconds long) is
       cut to [time_start, time_end); already cut clips are kept whole.
+    target_fps: 30 by default (the original's frame extraction, spec §4.1); None keeps native
+      rates.
   """
 
+  target_fps: float | None = KINETICS_FPS
   subset_classes_file: str | None = None
   subset_id_files: dict[str, str] | None = None
   num_classes: int = 400
@@ -92,8 +96,13 @@ class Kinetics400(base.VideoDatasetBuilder):
   """Kinetics-400 from the official CSV annotations and downloaded clips."""
 
   name = "kinetics400"
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+    "1.0.0": "Native frame rates.",
+    "1.1.0": "Resampled to 30 fps by default, as the original; rotation applied.",
+  }
   BUILDER_CONFIGS: ClassVar[list[KineticsConfig]] = [
-    KineticsConfig(name="default", description="All 400 classes, short side 256, native fps."),
+    KineticsConfig(name="default", description="All 400 classes, short side 256, 30 fps."),
     KineticsConfig(
       name="mini200",
       description="Mini-Kinetics-200 (Xie et al. 2018): 200 classes, listed train/val videos.",
@@ -159,6 +168,22 @@ class Kinetics400(base.VideoDatasetBuilder):
       raise FileNotFoundError(f"{self.name}: no listed video with a label in {manual_dir}")
     return [c for c in kinetics400_classes() if c in labels]
 
+  def _split_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    found = self._split_csvs(manual_dir)
+    id_files = self.builder_config.subset_id_files
+    return {s: found.get(s) for s in _ANNOTATIONS if not id_files or s in id_files}
+
+  def _other_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    cfg = self.builder_config
+    names = dict(cfg.subset_id_files or {})
+    out = {f"{split} id list": names[split] for split in sorted(names)}
+    if cfg.subset_classes_file:
+      out["class list"] = cfg.subset_classes_file
+    return {
+      role: p if os.path.isfile(p) else None
+      for role, p in ((r, os.path.join(manual_dir, f)) for r, f in out.items())
+    }
+
   def _split_csvs(self, manual_dir: str) -> dict[str, str]:
     """{split: annotation CSV} of the splits to build (an id-list subset: only listed splits
     whose id list is there)."""
@@ -195,7 +220,14 @@ class Kinetics400(base.VideoDatasetBuilder):
     index = index_videos(manual_dir)
     return {split: self._items(split, rows[split], names, index, manual_dir) for split in csvs}
 
-  def _items(self, split, rows, names, index, manual_dir) -> list[base.VideoItem]:
+  def _items(
+    self,
+    split: str,
+    rows: list[annotations.KineticsRow],
+    names: list[str],
+    index: dict[str, list[tuple[str, int | None, int | None]]],
+    manual_dir: str,
+  ) -> list[base.VideoItem]:
     class_id = {n: i for i, n in enumerate(names)}
     subset_ids = self._subset_ids(manual_dir, split)
     items = []

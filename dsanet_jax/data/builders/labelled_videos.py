@@ -63,6 +63,17 @@ class LabelledVideos(base.VideoDatasetBuilder):
       self._config_path(cfg.class_names_file, self._manual_dir_hint)
     )
 
+  def _split_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    out = {}
+    for split, rel in self.builder_config.split_files.items():
+      path = self._config_path(rel, manual_dir)
+      out[split] = path if os.path.isfile(path) else None
+    return out
+
+  def _other_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    path = self._config_path(self.builder_config.class_names_file, manual_dir)
+    return {"class list": path if os.path.isfile(path) else None}
+
   def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     cfg = self.builder_config
     if not cfg.split_files:

@@ -161,6 +161,9 @@ class OrderOfEvents(base.VideoDatasetBuilder):
   def _description(self) -> str:
     return __doc__
 
+  def target_fps(self) -> float:
+    return float(self.builder_config.fps)  # every video is rendered at this rate
+
   def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     del manual_dir  # nothing to download
     cfg = self.builder_config

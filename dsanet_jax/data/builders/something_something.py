@@ -78,15 +78,28 @@ class _SomethingBase(base.VideoDatasetBuilder, skip_registration=True):
     """One annotation file -> (video_id, class name or None, line, extra features) per entry."""
     raise NotImplementedError
 
+  def _split_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    out = {}
+    for split, candidates in self.ANNOTATION_FILES.items():
+      try:
+        out[split] = base.find_manual_file(manual_dir, candidates, split)
+      except FileNotFoundError:
+        out[split] = None
+    return out
+
+  def _other_files(self, manual_dir: str | None) -> dict[str, str | None]:
+    try:
+      return {"class list": self._label_file(manual_dir)}
+    except FileNotFoundError:
+      return {"class list": None}
+
   def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
     names = self._read_names(manual_dir)
     self._set_names(names)
     class_id = {n: i for i, n in enumerate(names)}
     out = {}
-    for split, candidates in self.ANNOTATION_FILES.items():
-      try:
-        path = base.find_manual_file(manual_dir, candidates, split)
-      except FileNotFoundError:
+    for split, path in self._split_files(manual_dir).items():
+      if path is None:
         continue
       items = []
       for video_id, label, line, extra in self._entries(path, split):
