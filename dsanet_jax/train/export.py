@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax import nnx
 
 from dsanet_jax.train import inference
 
@@ -44,10 +45,14 @@ def export_model(
   pred = inference.load_predictor(config, checkpoint=checkpoint, workdir=workdir)
   cfg = pred.config
   u, t, s = int(cfg.model.num_segments), int(cfg.data.num_frames), int(cfg.eval.crop_size)
-  variables, forward = pred.variables, inference.forward_fn(pred.loaded.mdef)
+  graph, variables = nnx.split(pred.model)  # eval mode; the arrays become constants
+
+  def forward(x: jax.Array) -> jax.Array:
+    return nnx.merge(graph, variables)(x).astype(jnp.float32)
+
   (b,) = jax.export.symbolic_shape("B")
   spec = jax.ShapeDtypeStruct((b, u, t, s, s, 3), jnp.float32)
-  exported = jax.export.export(jax.jit(lambda x: forward(variables, x)), platforms=platforms)(spec)
+  exported = jax.export.export(jax.jit(forward), platforms=platforms)(spec)
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, MODEL_FILE), "wb") as f:
     f.write(exported.serialize())

@@ -2,7 +2,7 @@
 
 `main.py --mode=predict` and `python -m dsanet_jax.predict --video` both call `predict(...)`;
 `python -m dsanet_jax.predict --input_npy` and `main.py --mode=export` use the same eval-mode
-forward (`Predictor.forward`). The model and state come from `state.load(purpose='eval')`: a
+forward (`inference.forward`). The model and state come from `state.load(purpose='eval')`: a
 training workdir, a converted model directory or `config.init_from`.
 
 Test views are the eval pipeline's (`pipeline.eval_views`): `config.eval.num_segments` snippets x
@@ -16,8 +16,7 @@ Class names: the checkpoint's; else a `class_names_file`; else the prepared data
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,41 +30,37 @@ from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 
 
+@nnx.jit
+def _forward(model: nnx.Module, x: jax.Array) -> jax.Array:
+  return model(x).astype(jnp.float32)
+
+
+def forward(model: nnx.Module, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
+  """Eval-mode logits f32 [N, K] of video f32 [N, U, T, H, W, 3] (normalised), in batches of
+  `batch_size` (the last one zero-padded: in eval mode the rows are independent)."""
+  model.eval()
+  n, out = video.shape[0], []
+  for i in range(0, n, batch_size):
+    chunk = np.asarray(video[i : i + batch_size], np.float32)
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+    out.append(np.asarray(jax.device_get(_forward(model, chunk)))[: batch_size - pad])
+  return np.concatenate(out).astype(np.float32)
+
+
 @dataclasses.dataclass
 class Predictor:
-  """A loaded model ready for eval-mode forwards on one device."""
+  """A loaded model, in eval mode on one device, with its config and class names."""
 
   config: ml_collections.ConfigDict  # with the checkpoint's model section where it differs
   loaded: state_lib.Loaded
   class_names: list[str]
-  forward: Callable[[Any, jax.Array], jax.Array]  # (variables, x [N, U, T, H, W, 3]) -> [N, K]
-
-  @property
-  def variables(self) -> tuple[Any, Any, Any]:
-    return state_lib.model_state(self.loaded.state, self.loaded.mdef)
+  model: nnx.Module  # eval mode
 
   def logits(self, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    """Eval-mode logits f32 [N, K] of video f32 [N, U, T, H, W, 3] (normalised), in batches of
-    `batch_size` (the last one zero-padded: eval mode makes rows independent)."""
-    n, out = video.shape[0], []
-    for i in range(0, n, batch_size):
-      chunk = np.asarray(video[i : i + batch_size], np.float32)
-      pad = batch_size - chunk.shape[0]
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-      out.append(
-        np.asarray(jax.device_get(self.forward(self.variables, chunk)))[: len(chunk) - pad]
-      )
-    return np.concatenate(out).astype(np.float32)
-
-
-def forward_fn(mdef: state_lib.ModelDef) -> Callable[[Any, jax.Array], jax.Array]:
-  """The eval-mode forward `(variables, x f32 [N, U, T, H, W, 3]) -> logits f32 [N, K]`."""
-
-  def forward(variables: Any, x: jax.Array) -> jax.Array:
-    return nnx.merge(mdef.eval_graph, *variables)(x).astype(jnp.float32)
-
-  return forward
+    """Eval-mode logits f32 [N, K] of video f32 [N, U, T, H, W, 3] (see `forward`)."""
+    return forward(self.model, video, batch_size)
 
 
 def resolve_class_names(
@@ -112,7 +107,7 @@ def load_predictor(
   )
   loaded = state_lib.load(config, mesh, purpose="eval", workdir=workdir, checkpoint=checkpoint)
   names = resolve_class_names(loaded.config, loaded.class_names, class_names_file)
-  return Predictor(loaded.config, loaded, names, jax.jit(forward_fn(loaded.mdef)))
+  return Predictor(loaded.config, loaded, names, state_lib.eval_model(loaded))
 
 
 def read_clip(config: ml_collections.ConfigDict, path: str) -> list[bytes]:
@@ -146,13 +141,20 @@ def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
   return np.asarray(out["video"].numpy(), np.float32)[None]
 
 
-def view_logits(pred: Predictor, views: np.ndarray) -> np.ndarray:
-  """[1, crops, U_test, T, S, S, 3] test views -> view logits f32 [V, K] (V = crops * passes)."""
-  cfg = pred.config
+def view_logits(model: nnx.Module, config: ml_collections.ConfigDict, path: str) -> np.ndarray:
+  """Eval-mode view logits f32 [V, K] (V = crops x passes) of a video file or frame folder."""
+  views = video_views(config, path)
   per_view = eval_lib.interleave_views(
-    jnp.asarray(views), cfg.model.num_segments, cfg.eval.grouping
+    jnp.asarray(views), config.model.num_segments, config.eval.grouping
   )
-  return pred.logits(np.asarray(per_view[:, 0]), batch_size=per_view.shape[0])
+  return forward(model, np.asarray(per_view[:, 0]), batch_size=per_view.shape[0])
+
+
+def aggregate_probs(view_logits: np.ndarray, aggregate: str) -> np.ndarray:
+  """[V, K] view logits -> f64 [K] class probabilities: the softmax of the averaged logits, or
+  the average of the views' probabilities (`eval.aggregate`, `evaluator.average_views`)."""
+  scores = eval_lib.average_views(view_logits, aggregate)
+  return scores if aggregate == "probs" else eval_lib.softmax(scores)
 
 
 @dataclasses.dataclass
@@ -160,18 +162,15 @@ class Prediction:
   top: list[tuple[str, float]]  # (class name, probability), best first
   probs: np.ndarray  # f64 [K]
   view_logits: np.ndarray  # f32 [V, K]
-  scores: np.ndarray  # f64 [K] the aggregated view scores (mean logits, or mean probabilities)
 
 
 def predict(pred: Predictor, path: str, top_k: int = 5) -> Prediction:
   """Top-k classes of the video file or frame folder at `path`."""
-  logits = view_logits(pred, video_views(pred.config, path))
-  aggregate = pred.config.eval.aggregate
-  scores = eval_lib.average_views(logits, aggregate)
-  probs = scores if aggregate == "probs" else eval_lib.softmax(scores)
+  logits = view_logits(pred.model, pred.config, path)
+  probs = aggregate_probs(logits, pred.config.eval.aggregate)
   order = np.argsort(-probs, kind="stable")[:top_k]
   top = [(pred.class_names[i], float(probs[i])) for i in order]
-  return Prediction(top, probs, logits, scores)
+  return Prediction(top, probs, logits)
 
 
 def format_top_k(path: str, top: list[tuple[str, float]]) -> str:
