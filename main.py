@@ -1,10 +1,15 @@
-"""dsanet-jax entry point: train (with periodic validation), eval, or predict on a video file.
+"""dsanet-jax entry point: train (with periodic validation), eval, predict, or export a model.
 
   python main.py --config=configs/default.py --workdir=/tmp/dsanet_default
   python main.py --config=configs/default.py --workdir=W --mode=eval
   python main.py --mode=predict --config=configs/kinetics400/dsa_i3d_r50.py \
-      --config.init_from=CONVERTED_DIR --video=clip.mp4
+      --config.init_from=CONVERTED_DIR --video=clip.mp4      # or a frame folder, or --workdir=W
+  python main.py --mode=export --config=CFG --workdir=W [--export_dir=D]   # W/export/model.jax
   python main.py --config=... --workdir=W --config.train.base_lr=0.01   # override any field
+
+Mistakes in the command line (a config path that does not exist, a misspelt override, a missing
+init_from, a dataset that is not prepared) are reported in one line with exit status 2, before JAX
+does any work and before the workdir is created.
 
 Multi-host: `jax.distributed.initialize()` runs when a cluster is detected (Cloud TPU pod slice,
 SLURM with several tasks, Open MPI) or when --coordinator_address/--num_processes/--process_id are
@@ -12,11 +17,13 @@ given; every process runs the same command.
 """
 
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -24,9 +31,13 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (configs/...py).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict"], "What to run.")
-_VIDEO = flags.DEFINE_string("video", None, "Video file for --mode=predict.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "export"], "What to run.")
+_VIDEO = flags.DEFINE_string("video", None, "Video file or frame folder for --mode=predict.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes printed by --mode=predict.")
+_CLASS_NAMES = flags.DEFINE_string(
+  "class_names", None, "--mode=predict: class names file, if the checkpoint has none."
+)
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode=export: output (WORKDIR/export).")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 _NUM_PROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 _PROC_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
@@ -34,6 +45,55 @@ _VERBOSE = flags.DEFINE_bool(
   "verbose", False, "Console shows every library's INFO lines (always in WORKDIR/log.txt)."
 )
 _TF_NOTICES = ("oneDNN custom operations", "absl::InitializeLog() is called")
+
+USAGE_EXIT = 2
+
+
+def _fail(msg: str) -> None:
+  print(f"error: {msg}", file=sys.stderr)
+  sys.exit(USAGE_EXIT)
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _override_error(argv: list[str], err: BaseException) -> str:
+  """`--config.a.b: no such field; did you mean c?` from ml_collections' KeyError/AttributeError."""
+  text = str(err).encode().decode("unicode_escape")
+  m = re.search(r"'(\w+)'.*?Did you mean \"(\w+)\"", text, re.S)
+  key = m.group(1) if m else re.sub(r"\W", "", text.splitlines()[0])
+  flag = next(
+    (a.split("=")[0] for a in argv if a.startswith("--config.") and f".{key}" in a.split("=")[0]),
+    f"--config...{key}",
+  )
+  hint = f"; did you mean {m.group(2)}?" if m else ""
+  return f"{flag}: no such field{hint}"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with one-line errors (exit status 2) for config mistakes."""
+  path = _config_path(argv)
+  if path is not None and not os.path.isfile(path.split(":")[0]):
+    _fail(f"--config={path}: no such file")
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e).splitlines()[0])
+  except (KeyError, AttributeError) as e:  # ml_collections: an override naming no field
+    _fail(_override_error(argv, e))
+  cfg = _CONFIG.value
+  if cfg is not None and not isinstance(cfg, ml_collections.ConfigDict):
+    try:
+      cfg.lock()  # a config file that failed to load: its error
+    except (ImportError, OSError, SyntaxError, AttributeError, ValueError) as e:
+      _fail(f"--config={path}: cannot be loaded: {str(e).splitlines()[0]}")
+  return rest
 
 
 def _cluster_detected() -> bool:
@@ -81,12 +141,40 @@ def _log_config_source() -> None:
   logging.info("config %s %s", path, " ".join(overrides))
 
 
+def validate(config: ml_collections.ConfigDict, mode: str) -> None:
+  """Start-up checks before JAX works or the workdir is touched (one line, exit status 2)."""
+  from dsanet_jax.train import state
+
+  if mode == "predict" and not _VIDEO.value:
+    _fail("--mode=predict needs --video=PATH (a video file or a frame folder)")
+  if mode == "predict" and not os.path.exists(_VIDEO.value):
+    _fail(f"--video={_VIDEO.value}: no such video file or frame folder")
+  if mode in ("train", "eval") and not _WORKDIR.value:
+    _fail(f"--mode={mode} needs --workdir")
+  if mode == "export" and not (_WORKDIR.value or _EXPORT_DIR.value):
+    _fail("--mode=export needs --workdir (writes WORKDIR/export) or --export_dir")
+  if mode == "train" or not state.checkpoint_steps(_WORKDIR.value):
+    try:  # the init source: needed for training, and read by the other modes without checkpoints
+      state.check_init_source(config, for_training=mode == "train")
+    except (state.StateError, ValueError, FileNotFoundError) as e:
+      _fail(str(e))
+  if mode in ("train", "eval"):
+    from dsanet_jax.data import pipeline
+
+    try:
+      pipeline.load_builder(config)
+    except (ValueError, FileNotFoundError) as e:
+      _fail(str(e).splitlines()[0])
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/default.py")
+  mode = _MODE.value
+  validate(config, mode)
   _maybe_initialize_distributed()
   _import_tensorflow_quietly()
   from dsanet_jax.train import logging as log_lib
@@ -95,19 +183,25 @@ def main(argv: list[str]) -> int:
   _log_config_source()
   if log_path:
     logging.info("log file (every library's INFO lines): %s", log_path)
-  from dsanet_jax.train import inference, trainer  # after distributed initialisation
+  from dsanet_jax.train import inference, state, trainer  # after distributed initialisation
 
-  if _MODE.value == "predict":
-    if not _VIDEO.value:
-      raise app.UsageError("--mode=predict needs --video=PATH")
-    top = inference.predict_video(config, _VIDEO.value, workdir=_WORKDIR.value, top_k=_TOP_K.value)
-    if jax.process_index() == 0:
-      print(inference.format_top_k(_VIDEO.value, top))
-    return 0
-  if not _WORKDIR.value:
-    raise app.UsageError(f"--mode={_MODE.value} needs --workdir")
   try:
-    if _MODE.value == "train":
+    if mode == "predict":
+      pred = inference.load_predictor(
+        config, workdir=_WORKDIR.value, class_names_file=_CLASS_NAMES.value
+      )
+      p = inference.predict(pred, _VIDEO.value, top_k=_TOP_K.value)
+      if jax.process_index() == 0:
+        print(inference.format_top_k(_VIDEO.value, p.top))
+      return 0
+    if mode == "export":
+      from dsanet_jax.train import export
+
+      out = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
+      export.export_model(config, out_dir=out, workdir=_WORKDIR.value)
+      print(f"exported -> {out}")
+      return 0
+    if mode == "train":
       summary = trainer.train_and_evaluate(config, _WORKDIR.value)
       if summary.get("preempted"):
         logging.warning(
@@ -117,19 +211,25 @@ def main(argv: list[str]) -> int:
         )
         return 0
       res = summary["eval"]
+      path = os.path.join(_WORKDIR.value, "eval", "results.json")
     else:
       res = trainer.evaluate(config, _WORKDIR.value)
+      path = res["results"]
+  except state.StateError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   except trainer.NonFiniteLossError as e:
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     return 3
   if jax.process_index() == 0:
+    n = res["num_videos"]
     print(
-      f"top1 {res['top1']:.4f}  top5 {res['top5']:.4f}  ({res['num_videos']} videos, "
-      f"{res.get('views', '?')} views) -> {os.path.join(_WORKDIR.value, 'eval', 'results.json')}"
+      f"top1 {res['top1']:.4f}  top5 {res['top5']:.4f}  ({n} video{'' if n == 1 else 's'}, "
+      f"{res.get('views', '?')} views) -> {path}"
     )
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

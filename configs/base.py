@@ -125,6 +125,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50
   c.train.eval_every_steps = 0  # 0 = only at the end
   c.train.num_steps = 0  # > 0 overrides num_epochs (smoke tests, benchmarks)
+  # Resume even though the data layout recorded in the checkpoint (global batch size, process
+  # count, dataset, split, size, fingerprint) changed: the data order is remapped (logged).
+  c.train.allow_data_change = False
   c.train.log_gmacs = True  # compile the eval forward once at step 0 to log GMACs per view
   # (first, last) step of a jax.profiler trace written under WORKDIR/profile; () = off.
   c.train.profile_steps = ()

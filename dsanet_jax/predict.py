@@ -1,37 +1,48 @@
-r"""Eval-mode predictions from a model checkpoint directory.
+r"""Eval-mode predictions from a training workdir or a converted model directory.
 
-  python -m dsanet_jax.predict --config=CONFIG --checkpoint=DIR \
+  python -m dsanet_jax.predict --config=CONFIG --checkpoint=RUN_OR_DIR \
     --input_npy=X.npy --output_npy=LOGITS.npy [--batch_size=4]
 
 `X.npy`: float32 [N, U, T, H, W, 3], already normalised (ImageNet mean/std on the 0-255 scale, RGB),
 U = model.num_segments, any T, H, W the network accepts. Writes logits float32 [N, K] (averaged over
-the U snippets, no softmax) and prints the top-1 class of each video when the checkpoint has names.
+the U snippets, no softmax) and prints the top-1 class of each video.
 
-  python -m dsanet_jax.predict --config=CONFIG --checkpoint=DIR --video=clip.mp4
+  python -m dsanet_jax.predict --config=CONFIG --checkpoint=RUN_OR_DIR --video=clip.mp4|FRAMES_DIR
 
-`--video=FILE` decodes the file (PyAV), takes the config's test views (eval.num_segments snippets x
-eval.num_crops crops, grouped per crop) and prints the top-5 classes with probabilities
-(`dsanet_jax.train.inference`); with --output_npy it also saves the view-averaged logits [1, K].
+`--video` takes a video file or a folder of frames (what the dataset builders read), takes the
+config's test views (eval.num_segments snippets x eval.num_crops crops, grouped per crop) and prints
+the top-5 classes with probabilities: the same function as `main.py --mode=predict`
+(`dsanet_jax.train.inference.predict`); with --output_npy it also saves the view logits [V, K].
+
+`--checkpoint`: a training workdir (its latest checkpoint) or a converted model directory. Class
+names: the checkpoint's, else `--class_names` (a text file, one per line, or a JSON list), else the
+prepared dataset's, else by index (with a warning).
 """
 
 import pathlib
+import sys
 
-import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from flax import nnx
 from ml_collections import config_flags
-
-from dsanet_jax.convert import checkpoint_io
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file.", lock_config=True
 )
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory.")
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint", None, "A training workdir or a converted model directory."
+)
 _INPUT_NPY = flags.DEFINE_string("input_npy", None, "float32 [N, U, T, H, W, 3], normalised.")
 _OUTPUT_NPY = flags.DEFINE_string("output_npy", None, "Where to write the logits [N, K].")
-_VIDEO = flags.DEFINE_string("video", None, "A video file: prints the top-5 classes.")
+_VIDEO = flags.DEFINE_string(
+  "video", None, "A video file or frame folder: prints the top-k classes."
+)
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes printed for --video.")
+_CLASS_NAMES = flags.DEFINE_string(
+  "class_names",
+  None,
+  "Class names (text file, one per line, or JSON list) if the checkpoint has none.",
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Videos per forward pass.")
 
 
@@ -48,28 +59,6 @@ def check_input(x: np.ndarray, num_segments: int, where: str = "input") -> np.nd
   return x.astype(np.float32, copy=False)
 
 
-def predict_logits(model: nnx.Module, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
-  """Eval-mode logits f32 [N, K] for video [N, U, T, H, W, 3]; batches padded to `batch_size`."""
-  model.eval()
-  forward = nnx.jit(lambda m, x: m(x))
-  n = video.shape[0]
-  out = []
-  for i in range(0, n, batch_size):
-    chunk = video[i : i + batch_size]
-    pad = batch_size - chunk.shape[0]
-    if pad:  # eval mode: padding rows do not affect the others (running BN statistics)
-      chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(jax.device_get(forward(model, chunk)))[: batch_size - pad])
-  return np.concatenate(out).astype(np.float32)
-
-
-def predict_video(model: nnx.Module, cfg: ml_collections.ConfigDict, path: str) -> np.ndarray:
-  """Decodes `path`, runs the cfg.eval test views; returns the view-averaged logits f32 [1, K]."""
-  from dsanet_jax.train import inference
-
-  return inference.view_logits(model, cfg, path).mean(0, keepdims=True)
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -81,30 +70,30 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("give exactly one of --input_npy and --video")
   if _OUTPUT_NPY.value is None and _VIDEO.value is None:
     raise app.UsageError("--output_npy is required")
-  cfg = _CONFIG.value
-  model, meta = checkpoint_io.load_model(_CHECKPOINT.value, cfg.model)
-  if _VIDEO.value is not None:
-    from dsanet_jax.train import inference
+  from dsanet_jax.train import inference, state
 
-    views = inference.view_logits(model, cfg, _VIDEO.value)  # [V, K]
-    probs = inference.aggregate_probs(views, cfg.eval.aggregate)
-    names = meta.get("class_names") or [str(i) for i in range(len(probs))]
-    top = [(names[i], float(probs[i])) for i in np.argsort(-probs)[:5]]
-    print(inference.format_top_k(_VIDEO.value, top))
+  try:
+    pred = inference.load_predictor(
+      _CONFIG.value, checkpoint=_CHECKPOINT.value, class_names_file=_CLASS_NAMES.value
+    )
+  except state.StateError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if _VIDEO.value is not None:
+    p = inference.predict(pred, _VIDEO.value, top_k=_TOP_K.value)
+    print(inference.format_top_k(_VIDEO.value, p.top))
     if _OUTPUT_NPY.value is None:
       return
-    logits = views.mean(0, keepdims=True)
+    logits = p.view_logits
   else:
-    x = check_input(np.load(_INPUT_NPY.value), cfg.model.num_segments, _INPUT_NPY.value)
-    logits = predict_logits(model, x, _BATCH_SIZE.value)
+    x = check_input(np.load(_INPUT_NPY.value), pred.config.model.num_segments, _INPUT_NPY.value)
+    logits = pred.logits(x, _BATCH_SIZE.value)
+    for i, row in enumerate(logits):
+      top = int(np.argmax(row))
+      print(f"video {i}: top-1 {pred.class_names[top]} (logit {row[top]:.3f})")
   out = pathlib.Path(_OUTPUT_NPY.value)
   out.parent.mkdir(parents=True, exist_ok=True)
   np.save(out, logits)
-  names = meta.get("class_names")
-  for i, row in enumerate(logits):
-    top = int(np.argmax(row))
-    label = names[top] if names else str(top)
-    print(f"video {i}: top-1 {label} (logit {row[top]:.3f})")
   print(f"wrote {out}: logits {logits.shape}")
 
 

@@ -419,7 +419,7 @@ def test_eval_prepare_of_one_example_equals_the_pipeline(builder):
     )
   )
   ex = next(iter(pipeline.read_examples(builder, "validation", 2, 3)))
-  one = pipeline._eval_prepare(cfg, kw["num_segments"], kw["num_crops"], kw["crop_size"], ex)
+  one = pipeline.eval_views(cfg, kw["num_segments"], kw["num_crops"], kw["crop_size"], ex)
   (i,) = np.flatnonzero(b["video_id"] == one["video_id"].numpy())
   np.testing.assert_array_equal(one["video"].numpy(), b["video"][i])
   assert int(one["label"]) == b["label"][i]
@@ -430,7 +430,7 @@ def test_eval_crops_are_left_centre_right_per_crop_major():
   img = np.tile(np.linspace(0, 255, W).astype(np.uint8)[None, :, None], (H, 1, 3))  # dark -> bright
   jpeg = tf.io.encode_jpeg(tf.constant(img), quality=95)
   ex = {"video": tf.stack([jpeg] * 10), "label": tf.constant(1), "video_id": tf.constant(b"x")}
-  out = pipeline._eval_prepare(cfg, 2, 3, 32, ex)["video"].numpy()  # [crops, U, T, S, S, 3]
+  out = pipeline.eval_views(cfg, 2, 3, 32, ex)["video"].numpy()  # [crops, U, T, S, S, 3]
   assert out.shape == (3, 2, 3, 32, 32, 3)
   means = out[..., 0].mean(axis=(1, 2, 3, 4))
   assert means[0] < means[1] < means[2]

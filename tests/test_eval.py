@@ -11,7 +11,7 @@ from flax import nnx
 
 from dsanet_jax.train import evaluator as ev
 from dsanet_jax.train import sharding as sharding_lib
-from dsanet_jax.train import trainer
+from dsanet_jax.train import state as state_lib
 
 
 def test_interleaved_views_are_grouped_per_crop():
@@ -169,7 +169,7 @@ def test_evaluator_runs_sharded_with_padding_and_counts_each_video_once():
   mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
   model = ScoreModel()
   model.eval()
-  graph, params, stats, rngs = trainer.split_model(model)
+  graph, params, stats, rngs = state_lib.split_model(model)
   e = ev.Evaluator(
     graph, mesh, model_segments=2, num_segments=4, num_crops=2, num_classes=3, aggregate="logits"
   )
@@ -190,13 +190,18 @@ def test_evaluator_runs_sharded_with_padding_and_counts_each_video_once():
 
 def test_write_results(tmp_path):
   m = ev.classification_metrics(np.eye(3), np.arange(3), 3)
-  m.update(num_videos=3, num_classes=3)
+  m.update(num_videos=3, num_classes=3, num_views=6, views="8x3")
+  preds = {"video_id": ["a", "b", "c"], "scores": np.eye(3), "label": np.arange(3)}
+  with pytest.raises(ValueError, match=r"need \['split', 'step', 'checkpoint'\]"):
+    ev.write_results(str(tmp_path), m, preds)  # a results file must say where it came from
   path = ev.write_results(
-    str(tmp_path), m, {"video_id": ["a", "b", "c"], "scores": np.eye(3), "label": np.arange(3)}
+    str(tmp_path), m, preds, extra={"split": "test", "step": 5, "checkpoint": "W/checkpoints@5"}
   )
   with open(path) as f:
     res = json.load(f)
   assert res["top1"] == 1.0 and res["num_videos"] == 3 and res["num_classes"] == 3
+  assert res["split"] == "test" and res["step"] == 5 and res["views"] == "8x3"
+  assert res["passes_per_video"] == 6 and "num_views" not in res
   pred = np.load(tmp_path / "predictions.npz")
   np.testing.assert_array_equal(pred["predicted"], [0, 1, 2])
   assert pred["video_id"].tolist() == ["a", "b", "c"]
@@ -211,7 +216,7 @@ def test_evaluator_compiled_ahead_runs_without_recompiling_and_reports_progress(
   mesh = sharding_lib.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1)))
   model = ScoreModel()
   model.eval()
-  graph, params, stats, rngs = trainer.split_model(model)
+  graph, params, stats, rngs = state_lib.split_model(model)
   e = ev.Evaluator(graph, mesh, model_segments=2, num_segments=4, num_crops=2, num_classes=3)
   batches = _eval_batches(13, 8, 2, 4)
   e.compile((params, stats, rngs), jax.ShapeDtypeStruct(batches[0]["video"].shape, np.float32))

@@ -166,10 +166,31 @@ def test_eval_mode_reproduces_the_final_result(uninterrupted):
   w, _ = uninterrupted
   before = json.loads((w / "eval" / "results.json").read_text())
   p = _run(w, "--config.train.num_steps=6", "--mode=eval")
-  after = json.loads((w / "eval" / "results.json").read_text())
-  assert "checkpoints@6" in after["source"] and "top1" in p.stdout
+  path = w / "eval" / "validation_4x1_step6" / "results.json"
+  after = json.loads(path.read_text())
+  assert after["checkpoint"] == before["checkpoint"] == f"{w / 'checkpoints'}@6"
+  assert after["split"] == before["split"] == "validation" and after["step"] == 6
+  assert "top1" in p.stdout and str(path) in p.stdout and "128 videos" in p.stdout
   for k in ("top1", "top5", "mAP", "num_videos", "confusion_matrix"):
     assert after[k] == before[k], k
+  assert json.loads((w / "eval" / "results.json").read_text()) == before  # the run's own result
+
+
+def test_eval_with_another_architecture_is_one_line(uninterrupted):
+  """Issue 12 item 1: eval without repeating the training override (width 4 -> 8)."""
+  w, _ = uninterrupted
+  p = subprocess.run(
+    _cmd(w, "--config.model.base_width=8", "--mode=eval"),
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT,
+  )
+  assert p.returncode == 1, p.stderr[-3000:]
+  assert "Traceback" not in p.stderr, p.stderr[-3000:]
+  err = [s for s in p.stderr.splitlines() if s.startswith("error:")]
+  assert len(err) == 1 and "model.base_width: checkpoint has 4, config 8" in err[0], err
 
 
 def test_sigkill_then_restart_is_bit_identical(uninterrupted, tmp_path):
@@ -257,58 +278,50 @@ def test_sigint_while_a_save_is_in_flight_finishes_it_and_resumes(tmp_path):
   assert [r["step"] for r in lines if "train/loss" in r] == list(range(1, last + 3))
 
 
-def _tiny_config():
-  from configs import default
-
-  c = default.get_config()
-  for flag in TINY[1:]:
-    key, value = flag[len("--config.") :].split("=")
-    *path, leaf = key.split(".")
-    node = c
-    for p in path:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value == "True" if isinstance(node[leaf], bool) else value)
-  return c
-
-
 def _top_lines(text: str) -> list[tuple[float, str]]:
   rows = [s.strip() for s in text.splitlines() if s.startswith("  ") and "%" in s]
   return [(float(s.split("%")[0]) / 100, s.split("%", 1)[1].strip()) for s in rows]
 
 
-def test_predict_on_a_real_clip_from_an_exported_model(uninterrupted, realclips, tmp_path):
-  from dsanet_jax.train import trainer
+CLASSES = {"square-disc-bar-cross", "disc-bar-cross-square", "bar-cross-square-disc",
+           "cross-square-disc-bar"}  # fmt: skip
 
+
+def test_predict_on_real_clips_and_frame_folders_through_both_commands(uninterrupted, realclips):
+  """main.py --mode=predict and `python -m dsanet_jax.predict --checkpoint=WORKDIR` run the same
+  predictor: a video file and a frame folder, class names from the checkpoint."""
   w, _ = uninterrupted
-  clips = sorted((realclips / "kinetics400").glob("*.mp4"))
-  assert clips, f"no mp4 under {realclips}/kinetics400"
-  out = trainer.export_model(_tiny_config(), str(w), str(tmp_path / "model"))
-  names = {"square-disc-bar-cross", "disc-bar-cross-square", "bar-cross-square-disc"}
-  cmd = [sys.executable, str(REPO / "main.py"), *TINY, "--mode=predict"]
-  p = subprocess.run(
-    [*cmd, f"--config.init_from={out}", f"--video={clips[0]}"],
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=TIMEOUT,
-  )
-  assert p.returncode == 0, p.stderr[-4000:]
-  top = _top_lines(p.stdout)
-  assert len(top) == 4, p.stdout  # 4 classes < top 5
-  probs = [q for q, _ in top]
-  assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
-  assert sorted(n for _, n in top) == sorted(names | {"cross-square-disc-bar"})  # all 4, once
+  clip = sorted((realclips / "kinetics400").glob("*.mp4"))[0]
+  frames = sorted(p for p in (realclips / "ssv2" / "frames").iterdir() if p.is_dir())[0]
+  for video in (clip, frames):
+    cmd = [sys.executable, str(REPO / "main.py"), *TINY, "--mode=predict", f"--workdir={w}"]
+    p = subprocess.run(
+      [*cmd, f"--video={video}"], cwd=REPO, env=_env(), capture_output=True, text=True,
+      timeout=TIMEOUT,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-4000:]
+    top = _top_lines(p.stdout)
+    assert len(top) == 4, p.stdout  # 4 classes < top 5
+    probs = [q for q, _ in top]
+    assert probs == sorted(probs, reverse=True) and abs(sum(probs) - 1) < 1e-3
+    assert {n for _, n in top} == CLASSES, top
+    q = subprocess.run(
+      [sys.executable, "-m", "dsanet_jax.predict", *TINY, f"--checkpoint={w}", f"--video={video}"],
+      cwd=REPO,
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=TIMEOUT,
+    )
+    assert q.returncode == 0, q.stderr[-4000:]
+    assert _top_lines(q.stdout) == top  # the same function, the same printout
+    assert "None/checkpoints" not in p.stderr + q.stderr
 
-  # the same through dsanet_jax.predict's hook (what `python -m dsanet_jax.predict --video` runs)
-  from dsanet_jax import predict
-  from dsanet_jax.convert import checkpoint_io
-  from dsanet_jax.train import inference
 
-  cfg = _tiny_config()
-  model, meta = checkpoint_io.load_model(out, cfg.model)
-  logits = predict.predict_video(model, cfg, str(clips[0]))
-  assert logits.shape == (1, 4)
-  want = inference.aggregate_probs(inference.view_logits(model, cfg, str(clips[0])), "logits")
-  np.testing.assert_allclose(sorted(want, reverse=True), probs, atol=2e-4)  # printed as %.2f
-  assert meta["class_names"][int(np.argmax(logits))] == top[0][1]
+def test_export_from_a_workdir(uninterrupted):
+  w, _ = uninterrupted
+  p = _run(w, "--config.train.num_steps=6", "--mode=export")
+  sig = json.loads((w / "export" / "signature.json").read_text())
+  assert sig["step"] == 6 and sig["source"] == f"{w / 'checkpoints'}@6"
+  assert set(sig["class_names"]) == CLASSES and (w / "export" / "model.jax").stat().st_size > 0
+  assert f"exported -> {w / 'export'}" in p.stdout

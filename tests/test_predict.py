@@ -87,3 +87,23 @@ def test_predict_input_checks():
     predict.check_input(np.zeros((2, 4, 3, 4, 32, 32), np.float32), 4)
   with pytest.raises(ValueError, match="already normalised"):
     predict.check_input(x.astype(np.uint8), 4)
+
+
+def test_class_names_checkpoint_then_file_then_dataset_then_index(tmp_path, caplog):
+  from configs.base import get_base_config
+  from dsanet_jax.train import inference
+
+  cfg = get_base_config()
+  cfg.model.num_classes = 3
+  cfg.data.name = "kinetics400"
+  cfg.data.data_dir = str(tmp_path)  # not prepared there
+  assert inference.resolve_class_names(cfg, ["x", "y", "z"], None) == ["x", "y", "z"]
+  (tmp_path / "names.txt").write_text("a\nb\nc\n")
+  assert inference.resolve_class_names(cfg, None, str(tmp_path / "names.txt")) == ["a", "b", "c"]
+  with pytest.raises(ValueError, match=r"2 class names, but model\.num_classes=3"):
+    (tmp_path / "two.txt").write_text("a\nb\n")
+    inference.resolve_class_names(cfg, None, str(tmp_path / "two.txt"))
+  with caplog.at_level("WARNING"):
+    names = inference.resolve_class_names(cfg, None, None)
+  assert names == ["class_0", "class_1", "class_2"]
+  assert "classes are named by index" in caplog.text

@@ -67,7 +67,7 @@ def _write_run(workdir, *, resumed: bool, base_width: int, aggregation: str) -> 
     "label": np.zeros(1, np.int64),
     "scores": np.zeros((1, 4), np.float32),
   }
-  extra = {"step": 12, "split": "validation"}
+  extra = {"step": 12, "split": "validation", "checkpoint": f"{workdir}/checkpoints@12"}
   eval_lib.write_results(str(workdir / "eval"), metrics, predictions, CLASS_NAMES, extra=extra)
 
 

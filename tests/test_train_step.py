@@ -11,6 +11,7 @@ from flax import nnx
 from configs import base
 from dsanet_jax.train import optim, trainer
 from dsanet_jax.train import sharding as sharding_lib
+from dsanet_jax.train import state as state_lib
 from tests.train_standins import TinyRecognizer, tiny_model_cfg
 
 
@@ -35,10 +36,10 @@ def _run(devices, fsdp, model_cfg, train_cfg, batch, steps=2, min_size=1):
   sched = optim.make_schedule(train_cfg, 1.0, 10)
   tx = optim.make_optimizer(train_cfg, sched)
   build = lambda: TinyRecognizer(model_cfg, rngs=nnx.Rngs(params=0, dropout=1))
-  abstract = jax.eval_shape(lambda: trainer.init_state(build, tx)[0])
-  mdef = trainer.model_def(nnx.eval_shape(build))
+  abstract = jax.eval_shape(lambda: state_lib.init_state(build, tx)[0])
+  mdef = state_lib.model_def(nnx.eval_shape(build))
   sh = sharding_lib.state_shardings(abstract, mesh, min_size)
-  state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh)()
+  state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
   step = jax.jit(
     trainer.make_train_step(mdef, tx, sched, seed=0, grad_accum_steps=train_cfg.grad_accum_steps),
     in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
@@ -80,11 +81,11 @@ def _real_model_run(devices, fsdp, model_cfg, train_cfg, batch, min_size=256):
   sched = optim.make_schedule(train_cfg, 1.0, 10)
   tx = optim.make_optimizer(train_cfg, sched)
   build = lambda: build_model(model_cfg, rngs=nnx.Rngs(params=0, dropout=1))
-  abstract = jax.eval_shape(lambda: trainer.init_state(build, tx)[0])
+  abstract = jax.eval_shape(lambda: state_lib.init_state(build, tx)[0])
   sh = sharding_lib.state_shardings(abstract, mesh, min_size)
-  state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh)()
+  state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
   step = jax.jit(
-    trainer.make_train_step(trainer.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+    trainer.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
     in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
     out_shardings=(sh, sharding_lib.replicated(mesh)),
   )
@@ -204,11 +205,11 @@ def test_real_dsa_model_sharded_with_fsdp_matches_one_device():
     sched = optim.make_schedule(train_cfg, 1.0, 10)
     tx = optim.make_optimizer(train_cfg, sched)
     build = lambda: build_model(c, rngs=nnx.Rngs(params=0, dropout=1))
-    abstract = jax.eval_shape(lambda: trainer.init_state(build, tx)[0])
+    abstract = jax.eval_shape(lambda: state_lib.init_state(build, tx)[0])
     sh = sharding_lib.state_shardings(abstract, mesh, 256)
-    state = jax.jit(lambda: trainer.init_state(build, tx)[0], out_shardings=sh)()
+    state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
     step = jax.jit(
-      trainer.make_train_step(trainer.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+      trainer.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
       in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
       out_shardings=(sh, sharding_lib.replicated(mesh)),
     )

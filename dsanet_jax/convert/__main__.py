@@ -1,17 +1,18 @@
 r"""Converts a PyTorch checkpoint into a dsanet_jax model checkpoint directory.
 
   python -m dsanet_jax.convert --torch_checkpoint=IN.pth|IN.safetensors \
-    --config=configs/kinetics400/dsa_r50.py [--config.model.x=...] --output=DIR \
+    --config=configs/kinetics400/dsa_i3d_r50.py [--config.model.x=...] --output=DIR \
     [--class_names=FILE] [--allow_new_head] [--source=auto|dsanet|v4d|torchvision]
 
 Sources: the original DSANet / mmaction checkpoints (`backbone.*`, `cls_head.fc_cls.*`, bare or in
 {'state_dict', 'meta', 'optimizer'}, optional `module.` prefix), research-v4d checkpoints
 (`base_model.*`, `new_fc.*`) and torchvision-layout 2D ImageNet ResNets (inflated to I3D; the head,
-DSA and R4D are initialised fresh). The output is read by `python -m dsanet_jax.predict` and by
-`main.py --config.init_from=DIR` (layout: `dsanet_jax/convert/checkpoint_io.py`).
+DSA and R4D are initialised fresh). The output is read by `python -m dsanet_jax.predict`,
+`main.py --mode=predict|eval|export` and `main.py --config.init_from=DIR` (layout:
+`dsanet_jax/convert/checkpoint_io.py`). A training run can also take the PyTorch file itself:
+`--config.init_from=IN.pth` converts it the same way at start-up.
 """
 
-import json
 import pathlib
 import sys
 
@@ -37,23 +38,6 @@ _SOURCE = flags.DEFINE_enum(
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the parts initialised fresh.")
 
 
-def read_class_names(path: str | pathlib.Path, num_classes: int) -> list[str]:
-  """A class list from a text file (one per line, blank lines ignored) or a JSON list."""
-  path = pathlib.Path(path)
-  text = path.read_text()
-  if path.suffix == ".json":
-    names = json.loads(text)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-      raise ValueError(f"{path}: expected a JSON list of strings")
-  else:
-    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
-  if len(names) != num_classes:
-    raise ValueError(f"{path}: {len(names)} class names, but model.num_classes={num_classes}")
-  if len(set(names)) != len(names):
-    raise ValueError(f"{path}: duplicate class names")
-  return names
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -65,7 +49,7 @@ def main(argv: list[str]) -> None:
   cfg = _CONFIG.value
   names = None
   if _CLASS_NAMES.value:
-    names = read_class_names(_CLASS_NAMES.value, cfg.model.num_classes)
+    names = checkpoint_io.read_class_names(_CLASS_NAMES.value, cfg.model.num_classes)
   try:
     model, report = port.convert_checkpoint(
       _TORCH_CKPT.value,

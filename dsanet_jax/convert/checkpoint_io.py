@@ -28,7 +28,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from dsanet_jax.models import build_model
+from dsanet_jax.models import build_model, rng_seeds
 from dsanet_jax.models.resnet import compress_stage_flags
 
 FORMAT = "dsanet_jax.model/1"
@@ -95,19 +95,55 @@ def architecture_differences(stored: Mapping, model_cfg: Mapping) -> list[str]:
     if f in ("insert_freq", "inflate_freq"):  # 1 / 0 vs explicit flags: compare expanded
       a, b = compress_stage_flags(a), compress_stage_flags(b)
     if a != b:
-      out.append(
-        f"model.{f}: the checkpoint has {_get(stored, f)!r}, the config {_get(given, f)!r}"
-      )
+      out.append(f"model.{f}: checkpoint has {_get(stored, f)!r}, config {_get(given, f)!r}")
   return out
+
+
+def runtime_differences(stored: Mapping, model_cfg: Mapping) -> list[str]:
+  """`model.x: checkpoint ..., config ...` for the other (run-time) fields that differ."""
+  stored, given = _tuples(_plain(stored)), _tuples(_plain(model_cfg))
+  arch = set(ARCH_FIELDS) | {f.split(".")[0] for fs in AGG_FIELDS.values() for f in fs}
+  out = []
+  for f in sorted(set(stored) | set(given)):
+    if f in arch or (f == "tsm" and stored.get("backbone") != "tsm_resnet"):
+      continue
+    a, b = _get(stored, f), _get(given, f)
+    if a != b:
+      out.append(f"model.{f}: checkpoint has {a!r}, config {b!r}")
+  return out
+
+
+def model_config(stored: Mapping) -> ml_collections.ConfigDict:
+  """A stored model section (JSON) as a ConfigDict with tuples, as the configs write them."""
+  return ml_collections.ConfigDict(_tuples(_plain(stored)))
+
+
+def read_class_names(path: str | pathlib.Path, num_classes: int) -> list[str]:
+  """A class list from a text file (one per line, blank lines ignored) or a JSON list."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no such class-names file")
+  text = path.read_text()
+  if path.suffix == ".json":
+    names = json.loads(text)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+      raise ValueError(f"{path}: expected a JSON list of strings")
+  else:
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  if len(names) != num_classes:
+    raise ValueError(f"{path}: {len(names)} class names, but model.num_classes={num_classes}")
+  if len(set(names)) != len(names):
+    raise ValueError(f"{path}: duplicate class names")
+  return names
 
 
 def abstract_model(model_cfg: ml_collections.ConfigDict, seed: int = 0) -> nnx.Module:
   """The model of `model_cfg` without initialising it: cheap (no per-shape init compiles).
 
   Params and BatchStats are `jax.ShapeDtypeStruct` placeholders to be filled (restore, convert);
-  the RNG state is concrete, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))`.
+  the RNG state is concrete, as `build_model(..., rngs=models.model_rngs(seed))`.
   """
-  seeds = {"params": seed, "dropout": seed + 1}
+  seeds = rng_seeds(seed)
   model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(**seeds)))
   rng_state = nnx.state(model, nnx.RngState)
   for _, var in nnx.to_flat_state(rng_state):
@@ -124,7 +160,7 @@ def initialise_missing(
   model: nnx.Module, model_cfg: ml_collections.ConfigDict, seed: int = 0
 ) -> list:
   """Gives the placeholders left in `model` (see `abstract_model`) their values from the model's
-  own initialisation, as `build_model(..., rngs=nnx.Rngs(params=seed, dropout=seed + 1))` would.
+  own initialisation, as `build_model(..., rngs=models.model_rngs(seed))` would.
 
   Only the requested leaves are computed: the init is traced once and XLA drops the rest, so this
   is cheap even for a full-size network. Returns the paths filled.
@@ -136,7 +172,7 @@ def initialise_missing(
   if not todo:
     return []
   paths = [p for p, _ in todo]
-  seeds = {"params": seed, "dropout": seed + 1}
+  seeds = rng_seeds(seed)
 
   def init() -> list[jax.Array]:
     fresh = build_model(model_cfg, rngs=nnx.Rngs(**seeds))
@@ -215,13 +251,11 @@ def load_model(
   ckpt_dir = pathlib.Path(ckpt_dir).absolute()
   meta = read_metadata(ckpt_dir)
   if model_cfg is None:
-    model_cfg = ml_collections.ConfigDict(_tuples(meta["config"]))
+    model_cfg = model_config(meta["config"])
   else:
     diffs = architecture_differences(meta["config"], model_cfg)
     if diffs:
-      raise ValueError(
-        f"{ckpt_dir}: the checkpoint was made for another architecture:\n  " + "\n  ".join(diffs)
-      )
+      raise ValueError(f"{ckpt_dir}: made for another architecture: " + "; ".join(diffs))
   model = abstract_model(model_cfg, seed)
   params, batch_stats = nnx.state(model, nnx.Param, nnx.BatchStat)
   target = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(batch_stats)}

@@ -534,7 +534,7 @@ def _eval_group(cfg: ml_collections.ConfigDict, num_segments: int, views: tf.Ten
   return tf.transpose(video, [2, 0, 1, 3, 4, 5])
 
 
-def _eval_prepare(
+def eval_views(
   cfg: ml_collections.ConfigDict, num_segments: int, num_crops: int, crop_size: int, ex: dict
 ) -> dict[str, tf.Tensor]:
   """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres (the eval

@@ -12,7 +12,25 @@ from dsanet_jax.models.resnet import ARCH, PLACES, Common, Insert, ResNet3d, exp
 BACKBONES = ("i3d_resnet", "tsm_resnet")
 AGGREGATIONS = ("tsn", "dsa", "v4d", "se")
 
-__all__ = ["AGGREGATIONS", "BACKBONES", "Recognizer", "build_model", "make_inserts"]
+__all__ = [
+  "AGGREGATIONS",
+  "BACKBONES",
+  "Recognizer",
+  "build_model",
+  "make_inserts",
+  "model_rngs",
+  "rng_seeds",
+]
+
+
+def rng_seeds(seed: int) -> dict[str, int]:
+  """The project's one seed convention: parameters from `seed`, dropout masks from `seed + 1`."""
+  return {"params": int(seed), "dropout": int(seed) + 1}
+
+
+def model_rngs(seed: int) -> nnx.Rngs:
+  """`nnx.Rngs` for `build_model` under the seed convention of `rng_seeds`."""
+  return nnx.Rngs(**rng_seeds(seed))
 
 
 def make_inserts(model_cfg: ml_collections.ConfigDict) -> list[list[Insert]]:

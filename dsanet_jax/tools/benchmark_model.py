@@ -61,16 +61,16 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   import jax.numpy as jnp
   from flax import nnx
 
-  from dsanet_jax.models import build_model
   from dsanet_jax.models.flops import count_gmacs, hlo_macs
   from dsanet_jax.train import optim, trainer
+  from dsanet_jax.train import state as state_lib
 
   seed = config.seed
   schedule = schedule_of(config)
   tx = optim.make_optimizer(config.train, schedule)
-  build = lambda: build_model(config.model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-  state, _ = trainer.init_state(build if model is None else (lambda: model), tx)
-  mdef = trainer.model_def(nnx.eval_shape(build))
+  build = state_lib.build_fn(config.model, seed)
+  state, _ = state_lib.init_state(build if model is None else (lambda: model), tx)
+  mdef = state_lib.model_def(nnx.eval_shape(build))
   batch = {
     "video": jnp.asarray(video),
     "label": jnp.asarray(labels),
@@ -89,7 +89,7 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
     return loss, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
   fwd_bwd = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-  rngs = trainer.fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
+  rngs = state_lib.fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
   holder = [state]
 
   def step() -> None:

@@ -35,7 +35,7 @@ from ml_collections import config_flags
 
 from dsanet_jax.models.dsa import DSA
 from dsanet_jax.train import evaluator as eval_lib
-from dsanet_jax.train import inference, trainer
+from dsanet_jax.train import inference
 
 TOP_K = 5
 
@@ -50,21 +50,10 @@ def tap_names(num_taps: int) -> list[str]:
 def load_eval_model(
   config: ml_collections.ConfigDict, checkpoint: str
 ) -> tuple[nnx.Module, list[str], str]:
-  """(eval-mode model, class names, source) from a training workdir or a converted checkpoint."""
-  workdir = None
-  if os.path.isdir(os.path.join(checkpoint, "checkpoints")):
-    workdir = checkpoint
-  else:
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.init_from = checkpoint
-  _, mdef, state, source, names = trainer.restore_for_eval(
-    config, workdir, devices=jax.devices()[:1]
-  )
-  model = nnx.merge(mdef.eval_graph, *trainer.model_state(state, mdef))
-  model.eval()
-  if names is None:
-    names = [f"class {i}" for i in range(config.model.num_classes)]
-  return model, list(names), source
+  """(eval-mode model, class names, source) from a training workdir or a converted checkpoint
+  (the predictor's loader, `inference.load_predictor`)."""
+  pred = inference.load_predictor(config, checkpoint=checkpoint)
+  return pred.model, list(pred.class_names), pred.loaded.source
 
 
 def module_name(path: tuple[Any, ...]) -> str:

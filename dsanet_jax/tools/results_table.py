@@ -9,7 +9,7 @@ final multi-view evaluation). Columns:
 - views: test snippets x crops of the final evaluation (results.json "views");
 - top-1, top-5, mean-class accuracy (%): results.json;
 - GMACs x views: GMACs of one view (logged at step 0, `gmacs_per_view`) x the number of model
-  forward passes per video (results.json "num_views" = crops x eval.num_segments / U);
+  forward passes per video (results.json "passes_per_video" = crops x eval.num_segments / U);
 - params: `num_params` logged at step 0;
 - steps: the evaluated checkpoint's step (results.json "step");
 - train time: the sum over the logged intervals of steps / `train/steps_per_sec` (compilation,
@@ -97,7 +97,7 @@ def table_row(run_dir: str) -> dict[str, str]:
     "top-1": _pct(res.get("top1")),
     "top-5": _pct(res.get("top5")),
     "mean-class acc.": _pct(res.get("mean_class_accuracy")),
-    "GMACs x views": "-" if gmacs is None else f"{gmacs:.4g} x {res.get('num_views', '?')}",
+    "GMACs x views": "-" if gmacs is None else f"{gmacs:.4g} x {res.get('passes_per_video', '?')}",
     "params": "-" if params is None else f"{params / 1e6:.2f}M",
     "steps": str(res.get("step", "-")),
     "train time": _duration(train_seconds(run)),

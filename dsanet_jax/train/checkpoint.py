@@ -5,13 +5,14 @@ A checkpoint `WORKDIR/checkpoints/<step>/` holds two items:
   meta:  JSON (`step`, `config`, `class_names`, `val_top1` where evaluated).
 The data position is the step: the pipeline's `start_step` reproduces the order from there.
 Restores always go through an abstract target with shardings, so a checkpoint written on one device
-count restores onto another.
+count restores onto another. Readers (eval, predict, export, and resume's restore) open the
+directory read-only: no temp-directory clean-up, no deletions, so an evaluation beside a running
+training cannot remove its in-flight save.
 """
 
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
@@ -19,8 +20,25 @@ from orbax.checkpoint import checkpoint_managers as cm
 BEST_METRIC = "val_top1"
 
 
+ITEM_HANDLERS = {"state": ocp.PyTreeCheckpointHandler, "meta": ocp.JsonCheckpointHandler}
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def open_read_only(workdir: str) -> ocp.CheckpointManager:
+  """A read-only CheckpointManager over `WORKDIR/checkpoints` (saves, deletions, clean-up off)."""
+  return ocp.CheckpointManager(
+    checkpoint_dir(workdir),
+    options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
+    item_handlers={k: h() for k, h in ITEM_HANDLERS.items()},
+  )
+
+
 def make_manager(workdir: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-  """CheckpointManager over `WORKDIR/checkpoints` keeping the last k and the best by val top-1."""
+  """The writer: CheckpointManager over `WORKDIR/checkpoints` keeping the last k and the best by
+  val top-1 (it removes leftover temp directories of interrupted saves when created)."""
   policies = [cm.LatestN(n=max(int(ckpt_cfg.keep), 1))]
   if ckpt_cfg.keep_best:
     policies.append(
@@ -38,7 +56,7 @@ def make_manager(workdir: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.Check
     cleanup_tmp_directories=True,
   )
   return ocp.CheckpointManager(
-    os.path.join(os.path.abspath(workdir), "checkpoints"),
+    checkpoint_dir(workdir),
     options=options,
     item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
   )
@@ -66,19 +84,23 @@ def save(
 def restore(
   mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
 ) -> tuple[Any, dict[str, Any]]:
-  """Restores (state, meta) at `step` (default latest) onto `abstract_state`'s shardings."""
+  """Restores (state, meta) at `step` (default latest) onto `abstract_state`'s shardings.
+
+  `abstract_state` may hold only some of the stored items (e.g. params, batch_stats and step for
+  evaluation): the rest is not read.
+  """
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
   r = mngr.restore(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      state=ocp.args.PyTreeRestore(
+        abstract_state,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+        partial_restore=True,
+      ),
+      meta=ocp.args.JsonRestore(),
     ),
   )
   return r.state, dict(r.meta)
-
-
-def abstract_like(state: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a concrete state."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

@@ -79,6 +79,18 @@ def decode_ids(rows: np.ndarray) -> list[str]:
   return [bytes(r).rstrip(b"\0").decode("utf-8", "replace") for r in np.asarray(rows)]
 
 
+def view_scores(view_logits: np.ndarray, aggregate: str) -> np.ndarray:
+  """[..., K] view logits -> the per-view scores that are averaged: logits, or probabilities."""
+  if aggregate not in ("logits", "probs"):
+    raise ValueError(f"config.eval.aggregate={aggregate!r}: expected 'logits' or 'probs'")
+  return softmax(view_logits) if aggregate == "probs" else np.asarray(view_logits, np.float64)
+
+
+def average_views(view_logits: np.ndarray, aggregate: str) -> np.ndarray:
+  """[..., V, K] view logits -> [..., K] video scores: mean logits or mean softmax probabilities."""
+  return view_scores(view_logits, aggregate).mean(-2)
+
+
 class ViewAggregator:
   """Accumulates per-view scores by video id; checks that every video comes once, complete."""
 
@@ -97,8 +109,7 @@ class ViewAggregator:
     scores = np.asarray(scores, np.float64)
     if scores.ndim == 2:
       scores = scores[:, None]
-    if self.aggregate == "probs":
-      scores = softmax(scores)
+    scores = view_scores(scores, self.aggregate)
     for vid, s, y, m in zip(ids, scores, np.asarray(labels), np.asarray(mask)):
       if not m:
         continue
@@ -310,6 +321,9 @@ class Evaluator:
     return metrics, predictions
 
 
+RESULT_KEYS = ("split", "step", "views", "checkpoint")
+
+
 def write_results(
   out_dir: str,
   metrics: dict[str, Any],
@@ -317,17 +331,27 @@ def write_results(
   class_names: Sequence[str] | None = None,
   extra: dict[str, Any] | None = None,
 ) -> str:
-  """Writes `out_dir/results.json` and `out_dir/predictions.npz` (process 0 only); returns path."""
-  if jax.process_index() != 0:
-    return os.path.join(out_dir, "results.json")
-  os.makedirs(out_dir, exist_ok=True)
+  """Writes `out_dir/results.json` and `out_dir/predictions.npz` (process 0 only); returns path.
+
+  Every results file records where it came from: `extra` (or `metrics`) must give `split`,
+  `step`, `views` ("8x3": test snippets x crops) and `checkpoint`. `passes_per_video` is the
+  number of model passes averaged per video (crops x test snippets / model.num_segments).
+  """
   res = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in metrics.items()}
+  res.update(extra or {})
+  if "num_views" in res:  # the evaluator's name; ambiguous beside "views"
+    res["passes_per_video"] = res.pop("num_views")
+  missing = [k for k in RESULT_KEYS if res.get(k) is None]
+  if missing:
+    raise ValueError(f"write_results({out_dir}): the results need {missing} (where they came from)")
+  path = os.path.join(out_dir, "results.json")
+  if jax.process_index() != 0:
+    return path
+  os.makedirs(out_dir, exist_ok=True)
   res = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in res.items()}
   res["per_class_accuracy"] = [None if np.isnan(a) else a for a in metrics["per_class_accuracy"]]
   if class_names is not None:
     res["class_names"] = list(class_names)
-  res.update(extra or {})
-  path = os.path.join(out_dir, "results.json")
   with open(path + ".tmp", "w") as f:
     json.dump(res, f, indent=1)
   os.replace(path + ".tmp", path)

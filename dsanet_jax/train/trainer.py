@@ -12,7 +12,6 @@ optax state). Dropout randomness is not state: the model's RNG streams are re-se
 """
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -37,54 +36,13 @@ from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
 from dsanet_jax.train import optim
 from dsanet_jax.train import sharding as sharding_lib
+from dsanet_jax.train import state as state_lib
+from dsanet_jax.train.state import ModelDef, fresh_rngs, model_state
 
 State = dict[str, Any]
 
 
 # ===================================================================================== pieces
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelDef:
-  """The static parts of a model: graphs for train and eval mode and the abstract RNG state."""
-
-  train_graph: Any
-  eval_graph: Any
-  abstract_rngs: Any  # nnx.State of the model's RNG streams (ShapeDtypeStructs)
-
-
-def split_model(model: nnx.Module) -> tuple[Any, Any, Any, Any]:
-  """model -> (graphdef, params, batch_stats, rng_state) as pure dicts; fails on other variables."""
-  graph, params, stats, rngs, other = nnx.split(model, nnx.Param, nnx.BatchStat, nnx.RngState, ...)
-  params, stats, rngs = (nnx.to_pure_dict(x) for x in (params, stats, rngs))
-  if jax.tree.leaves(other):
-    raise NotImplementedError(
-      "the model holds variables other than nnx.Param, nnx.BatchStat and RNG streams: "
-      f"{jax.tree.map(lambda x: getattr(x, 'shape', x), other)}; the trainer cannot save them"
-    )
-  return graph, params, stats, rngs
-
-
-def model_def(abstract_model: nnx.Module) -> ModelDef:
-  abstract_model.train()
-  train_graph, _, _, rngs = split_model(abstract_model)
-  abstract_model.eval()
-  eval_graph = split_model(abstract_model)[0]
-  abstract_model.train()
-  rngs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), rngs)
-  return ModelDef(train_graph, eval_graph, rngs)
-
-
-def fresh_rngs(abstract_rngs: Any, key: jax.Array) -> Any:
-  """An RNG state like `abstract_rngs` whose streams all derive from `key` (counts zero)."""
-  leaves, treedef = jax.tree.flatten(abstract_rngs)
-  out = []
-  for i, x in enumerate(leaves):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      out.append(jax.random.fold_in(key, i))
-    else:
-      out.append(jnp.zeros(x.shape, x.dtype))
-  return jax.tree.unflatten(treedef, out)
 
 
 def cross_entropy(
@@ -102,21 +60,6 @@ def cross_entropy(
   loss = jnp.sum(ce * w) / jnp.maximum(jnp.sum(w), 1.0)
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) * w)
   return loss, correct
-
-
-def init_state(
-  build: Callable[[], nnx.Module], tx: optax.GradientTransformation
-) -> tuple[State, nnx.Module]:
-  """Builds the model (a callable returning it) and returns (train state, the model)."""
-  model = build()
-  _, params, stats, _ = split_model(model)
-  state = {
-    "params": params,
-    "batch_stats": stats,
-    "opt_state": tx.init(params),
-    "step": jnp.zeros((), jnp.int32),
-  }
-  return state, model
 
 
 def make_train_step(
@@ -190,11 +133,6 @@ def make_train_step(
     return new_state, metrics
 
   return train_step
-
-
-def model_state(state: State, mdef: ModelDef, seed: int = 0) -> tuple[Any, Any, Any]:
-  """(params, batch_stats, rngs) for `nnx.merge(mdef.eval_graph, *...)`."""
-  return state["params"], state["batch_stats"], fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
 
 
 class _Preemption:
@@ -277,12 +215,6 @@ def _log_banner(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, work
   )
   logging.info("workdir %s (full log and config: %s)", workdir, log_lib.LOG_FILE)
   log_lib.file_only("config:\n%s", config)
-
-
-def _build_fn(model_cfg: ml_collections.ConfigDict, seed: int) -> Callable[[], nnx.Module]:
-  from dsanet_jax.models import build_model
-
-  return lambda: build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
 
 
 def _model_info(config: ml_collections.ConfigDict, params: Any) -> dict[str, float]:
@@ -412,44 +344,6 @@ def run_evaluation(
   return metrics, predictions
 
 
-def _load_converted(config, state: State, shardings, tx, class_names) -> tuple[State, Any]:
-  """Puts the model of a converted checkpoint (`config.init_from`) into `state`; fresh optimiser.
-
-  Returns (state, the checkpoint's class names or None). Fails if they differ from `class_names`.
-  """
-  from dsanet_jax.convert import checkpoint_io
-
-  loaded, meta = checkpoint_io.load_model(config.init_from, config.model)
-  names = (meta or {}).get("class_names")
-  if class_names is not None and names is not None and list(names) != list(class_names):
-    raise ValueError(
-      f"config.init_from={config.init_from}: its {len(names)} class_names differ from the "
-      f"dataset's {len(class_names)} (label order mismatch gives chance accuracy)"
-    )
-  _, params, stats, _ = split_model(loaded)
-  put = lambda new, old: jax.device_put(jnp.asarray(new, old.dtype), old.sharding)
-  state = dict(state)
-  state["params"] = jax.tree.map(put, params, state["params"])
-  state["batch_stats"] = jax.tree.map(put, stats, state["batch_stats"])
-  state["opt_state"] = jax.jit(tx.init, out_shardings=shardings["opt_state"])(state["params"])
-  logging.info("initialised from converted checkpoint %s", config.init_from)
-  return state, names
-
-
-def _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_names):
-  """Resume from the workdir, else `config.init_from`, else from scratch. Returns (state, how)."""
-  if mngr.latest_step() is not None:
-    target = sharding_lib.with_shardings(abstract_state, shardings)
-    state, meta = ckpt_lib.restore(mngr, target)
-    logging.info("resumed from %s at step %d", mngr.directory, int(meta["step"]))
-    return state, f"resumed@{int(meta['step'])}"
-  state = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)()
-  if config.init_from:
-    state, _ = _load_converted(config, state, shardings, tx, class_names)
-    return state, "init_from"
-  return state, "scratch"
-
-
 def _stored_results(path: str, step: int) -> dict[str, Any] | None:
   """The final results of a finished run at `step` (read by process 0, agreed by all), or None."""
   res = None
@@ -468,10 +362,14 @@ def _meta(
   step: int,
   class_names: list[str] | None,
   extra: dict[str, Any] | None = None,
+  layout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+  """A checkpoint's `meta` item: step, the full config, class names, the data layout, extras."""
   m = {"step": int(step), "config": json.loads(config.to_json_best_effort())}
   if class_names is not None:
     m["class_names"] = list(class_names)
+  if layout is not None:
+    m["data_layout"] = dict(layout)
   m.update(extra or {})
   return m
 
@@ -619,6 +517,7 @@ class _Evaluations:
     self.config, self.mesh, self.mdef, self.writer = config, mesh, mdef, writer
     self.class_names = class_names
     self.results_path = os.path.join(workdir, "eval", "results.json")
+    self.checkpoints = ckpt_lib.checkpoint_dir(workdir)
     self._evaluators: dict[bool, eval_lib.Evaluator] = {}
     self._compiling: threading.Thread | None = None
 
@@ -676,7 +575,11 @@ class _Evaluations:
         metrics,
         predictions,
         self.class_names,
-        extra={"step": step, "split": self.config.data.eval_split},
+        extra={
+          "step": step,
+          "split": self.config.data.eval_split,
+          "checkpoint": f"{self.checkpoints}@{step}",
+        },
       )
       logging.info("results: %s", path)
     return metrics
@@ -686,9 +589,14 @@ class _Saver:
   """Checkpoints of the run (async; a state after a non-finite step is never saved)."""
 
   def __init__(
-    self, mngr: Any, config: ml_collections.ConfigDict, class_names: list[str] | None
+    self,
+    mngr: Any,
+    config: ml_collections.ConfigDict,
+    class_names: list[str] | None,
+    data_layout: dict[str, Any] | None,
   ) -> None:
     self.mngr, self.config, self.class_names = mngr, config, class_names
+    self.data_layout = data_layout
 
   def due(self, step: int, total_steps: int, validated: bool) -> bool:
     every = self.config.checkpoint.every_steps
@@ -697,7 +605,7 @@ class _Saver:
   def save(self, step: int, state: State, log: _StepLog, val_top1: float | None = None) -> None:
     log.flush()  # raises NonFiniteLossError before a bad state is saved
     extra = {} if val_top1 is None else {ckpt_lib.BEST_METRIC: val_top1}
-    meta = _meta(self.config, step, self.class_names, extra)
+    meta = _meta(self.config, step, self.class_names, extra, self.data_layout)
     ckpt_lib.save(self.mngr, step, state, meta, metrics=extra or None)
 
 
@@ -770,14 +678,16 @@ def _input_sizes(
 
 
 def _model_parts(
-  config: ml_collections.ConfigDict, steps_per_epoch: float, total_steps: int
-) -> tuple[optax.Schedule, optax.GradientTransformation, Callable[[], nnx.Module], State, ModelDef]:
-  """(schedule, optimiser, model builder, abstract train state, model definition)."""
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  steps_per_epoch: float,
+  total_steps: int,
+) -> tuple[optax.Schedule, optax.GradientTransformation, ModelDef, Any]:
+  """(schedule, optimiser, model definition, train-state shardings on `mesh`)."""
   schedule = optim.make_schedule(config.train, steps_per_epoch, total_steps)
   tx = optim.make_optimizer(config.train, schedule)
-  build = _build_fn(config.model, config.seed)
-  abstract_state = jax.eval_shape(lambda: init_state(build, tx)[0])
-  return schedule, tx, build, abstract_state, model_def(nnx.eval_shape(build))
+  mdef, _, shardings = state_lib.abstract_state(config, mesh, tx)
+  return schedule, tx, mdef, shardings
 
 
 def _write_start(config: ml_collections.ConfigDict, writer: Any, state: State, step: int) -> None:
@@ -870,8 +780,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   NonFiniteLossError on a non-finite loss. The checkpoint manager (after its pending saves), the
   metric writers and the profiler are closed on every exit.
   """
-  from dsanet_jax.data import pipeline
-
   # ----------------------------------------------------------------------- set-up
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
@@ -882,31 +790,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # --------------------------------------------------------------------- input
     num_train, steps_per_epoch, total_steps = _input_sizes(config, mesh)
-    try:
-      class_names = list(pipeline.class_names(config))
-    except Exception as e:
-      logging.warning("no class names: %s", e)
-      class_names = None
+    class_names = state_lib.dataset_class_names(config)
     _log_input(config, mesh, num_train, steps_per_epoch, total_steps)
 
     # --------------------------------------------------------------------- model
-    schedule, tx, build, abstract_state, mdef = _model_parts(config, steps_per_epoch, total_steps)
+    schedule, tx, mdef, shardings = _model_parts(config, mesh, steps_per_epoch, total_steps)
 
     # --------------------------------------------------------------------- sharding and update
-    shardings = sharding_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
     train_step = _jit_train_step(config, mdef, tx, schedule, shardings, mesh)
 
     # --------------------------------------------------------------------- checkpoint
-    # closed on every exit, after any save in flight
+    loaded = state_lib.load(
+      config,
+      mesh,
+      purpose="train",
+      workdir=workdir,
+      tx=tx,
+      class_names=class_names,
+      layout=state_lib.data_layout(config, num_train),
+    )
+    state, start, class_names = loaded.state, loaded.start, loaded.class_names
+    # after the (read-only) restore; closed on every exit, after any save in flight
     mngr = closing.enter_context(
       contextlib.closing(ckpt_lib.make_manager(workdir, config.checkpoint))
     )
-    state, start = _restore_or_init(config, mngr, abstract_state, shardings, build, tx, class_names)
     step = int(jax.device_get(state["step"]))
     # metrics.jsonl keeps the records up to the restored step (later ones are replayed)
     writer = log_lib.create_writer(workdir, is_main=is_main, resume_step=step if step else -1)
     writer = closing.enter_context(contextlib.closing(writer))
-    saver = _Saver(mngr, config, class_names)
+    saver = _Saver(mngr, config, class_names, loaded.data_layout)
 
     # --------------------------------------------------------------------- evaluation
     evaluate = _Evaluations(config, mesh, mdef, writer, class_names, workdir)
@@ -945,73 +857,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return _final(mngr, evaluate, state, step, start, log.last)
 
 
-def restore_for_eval(
-  config: ml_collections.ConfigDict, workdir: str | None, *, devices: list[Any] | None = None
-) -> tuple[Any, ModelDef, State, str, list[str] | None]:
-  """(mesh, model definition, state, source, class names) for evaluation or prediction.
-
-  The state comes from the workdir's latest checkpoint, else from `config.init_from` (a converted
-  checkpoint); class names from the checkpoint's metadata where it has them.
-  """
-  mesh = sharding_lib.make_mesh(config.mesh, devices)
-  tx = optim.make_optimizer(config.train, optim.make_schedule(config.train, 1.0, 1))
-  build = _build_fn(config.model, config.seed)
-  abstract_state = jax.eval_shape(lambda: init_state(build, tx)[0])
-  mdef = model_def(nnx.eval_shape(build))
-  shardings = sharding_lib.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
-  if workdir and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    mngr = ckpt_lib.make_manager(workdir, config.checkpoint)
-    if mngr.latest_step() is not None:
-      target = sharding_lib.with_shardings(abstract_state, shardings)
-      state, meta = ckpt_lib.restore(mngr, target)
-      mngr.close()
-      source = f"{mngr.directory}@{meta['step']}"
-      return mesh, mdef, state, source, meta.get("class_names")
-  if not config.init_from:
-    raise FileNotFoundError(
-      f"nothing to evaluate: no checkpoint under {workdir}/checkpoints and no config.init_from"
-    )
-  state = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)()
-  state, names = _load_converted(config, state, shardings, tx, None)
-  return mesh, mdef, state, str(config.init_from), names
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Eval-only mode: the final multi-view evaluation of the latest checkpoint (or init_from)."""
-  from dsanet_jax.data import pipeline
-
-  mesh, mdef, state, source, class_names = restore_for_eval(config, workdir)
+  """Eval-only mode: the test views of the latest checkpoint (or init_from) on
+  `config.data.eval_split`, written to `WORKDIR/eval/<split>_<U>x<C>_step<N>/` (the final test of
+  a training run, `eval/results.json`, is left alone). Returns the metrics with `results` (path)."""
+  mesh = sharding_lib.make_mesh(config.mesh)
+  loaded = state_lib.load(config, mesh, purpose="eval", workdir=workdir)
+  config = loaded.config
   _log_banner(config, mesh, workdir)
-  data_names = list(pipeline.class_names(config))
-  if class_names is not None and list(class_names) != data_names:
-    raise ValueError(f"{source}: the checkpoint's class names differ from {config.data.name}'s")
-  class_names = data_names
+  class_names = state_lib.dataset_class_names(config)
+  if None not in (loaded.class_names, class_names) and loaded.class_names != class_names:
+    raise state_lib.StateError(
+      f"{loaded.source}: the checkpoint's class names differ from {config.data.name}'s "
+      "(a label order mismatch gives chance accuracy)"
+    )
   metrics, predictions = run_evaluation(
-    config, mesh, mdef, state, final=True, class_names=class_names
+    config, mesh, loaded.mdef, loaded.state, final=True, class_names=class_names
   )
-  eval_lib.write_results(
-    os.path.join(workdir, "eval"),
+  split, step = config.data.eval_split, loaded.step
+  out_dir = os.path.join(workdir, "eval", f"{split}_{metrics['views']}_step{step}")
+  metrics["results"] = eval_lib.write_results(
+    out_dir,
     metrics,
     predictions,
     class_names,
-    extra={"step": int(jax.device_get(state["step"])), "source": source},
+    extra={"step": step, "split": split, "checkpoint": loaded.source},
   )
   return metrics
-
-
-def export_model(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> str:
-  """Writes the workdir's latest model in the converted-checkpoint format (`config.init_from`).
-
-  The result is read by `convert.checkpoint_io.load_model`, `--config.init_from=out_dir` and
-  `python -m dsanet_jax.predict --checkpoint=out_dir`. Returns `out_dir`.
-  """
-  from dsanet_jax.convert import checkpoint_io
-
-  _, _, state, source, class_names = restore_for_eval(config, workdir, devices=jax.devices()[:1])
-  model = _build_fn(config.model, config.seed)()
-  graph, _, _, rngs = split_model(model)
-  params, stats = jax.device_get((state["params"], state["batch_stats"]))
-  model = nnx.merge(graph, params, stats, rngs)
-  meta = {"config": config.model.to_dict(), "class_names": class_names, "source": source}
-  checkpoint_io.save_model(out_dir, model, meta)
-  return out_dir
