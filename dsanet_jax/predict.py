@@ -26,24 +26,21 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Experiment config file.", lock_config=True
-)
-_CHECKPOINT = flags.DEFINE_string(
-  "checkpoint", None, "A training workdir or a converted model directory."
-)
-_INPUT_NPY = flags.DEFINE_string("input_npy", None, "float32 [N, U, T, H, W, 3], normalised.")
-_OUTPUT_NPY = flags.DEFINE_string("output_npy", None, "Where to write the logits [N, K].")
-_VIDEO = flags.DEFINE_string(
-  "video", None, "A video file or frame folder: prints the top-k classes."
-)
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes printed for --video.")
-_CLASS_NAMES = flags.DEFINE_string(
-  "class_names",
-  None,
-  "Class names (text file, one per line, or JSON list) if the checkpoint has none.",
-)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Videos per forward pass.")
+
+def define_flags() -> None:
+  """The command line's flags (defined when run as a program, so the module imports cleanly)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "A training workdir or a converted model directory.")
+  flags.DEFINE_string("input_npy", None, "float32 [N, U, T, H, W, 3], normalised.")
+  flags.DEFINE_string("output_npy", None, "Where to write the logits [N, K].")
+  flags.DEFINE_string("video", None, "A video file or frame folder: prints the top-k classes.")
+  flags.DEFINE_integer("top_k", 5, "Classes printed for --video.")
+  flags.DEFINE_string(
+    "class_names",
+    None,
+    "Class names (text file, one per line, or JSON list) if the checkpoint has none.",
+  )
+  flags.DEFINE_integer("batch_size", 4, "Videos per forward pass.")
 
 
 def check_input(x: np.ndarray, num_segments: int, where: str = "input") -> np.ndarray:
@@ -62,40 +59,42 @@ def check_input(x: np.ndarray, num_segments: int, where: str = "input") -> np.nd
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
+  f = flags.FLAGS
+  if not f["verbosity"].present:  # Orbax's INFO lines unless -v is asked for
     logging.set_verbosity(logging.WARNING)
-  if _CONFIG.value is None or _CHECKPOINT.value is None:
+  if f.config is None or f.checkpoint is None:
     raise app.UsageError("--config and --checkpoint are required")
-  if (_INPUT_NPY.value is None) == (_VIDEO.value is None):
+  if (f.input_npy is None) == (f.video is None):
     raise app.UsageError("give exactly one of --input_npy and --video")
-  if _OUTPUT_NPY.value is None and _VIDEO.value is None:
+  if f.output_npy is None and f.video is None:
     raise app.UsageError("--output_npy is required")
   from dsanet_jax.train import inference, state
 
   try:
     pred = inference.load_predictor(
-      _CONFIG.value, checkpoint=_CHECKPOINT.value, class_names_file=_CLASS_NAMES.value
+      f.config, checkpoint=f.checkpoint, class_names_file=f.class_names
     )
   except state.StateError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  if _VIDEO.value is not None:
-    p = inference.predict(pred, _VIDEO.value, top_k=_TOP_K.value)
-    print(inference.format_top_k(_VIDEO.value, p.top))
-    if _OUTPUT_NPY.value is None:
+  if f.video is not None:
+    p = inference.predict(pred, f.video, top_k=f.top_k)
+    print(inference.format_top_k(f.video, p.top))
+    if f.output_npy is None:
       return
     logits = p.view_logits
   else:
-    x = check_input(np.load(_INPUT_NPY.value), pred.config.model.num_segments, _INPUT_NPY.value)
-    logits = pred.logits(x, _BATCH_SIZE.value)
+    x = check_input(np.load(f.input_npy), pred.config.model.num_segments, f.input_npy)
+    logits = pred.logits(x, f.batch_size)
     for i, row in enumerate(logits):
       top = int(np.argmax(row))
       print(f"video {i}: top-1 {pred.class_names[top]} (logit {row[top]:.3f})")
-  out = pathlib.Path(_OUTPUT_NPY.value)
+  out = pathlib.Path(f.output_npy)
   out.parent.mkdir(parents=True, exist_ok=True)
   np.save(out, logits)
   print(f"wrote {out}: logits {logits.shape}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
