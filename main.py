@@ -183,7 +183,8 @@ def main(argv: list[str]) -> int:
   _log_config_source()
   if log_path:
     logging.info("log file (every library's INFO lines): %s", log_path)
-  from dsanet_jax.train import inference, state, trainer  # after distributed initialisation
+  # after distributed initialisation
+  from dsanet_jax.train import evaluation, inference, state, trainer
 
   try:
     if mode == "predict":
@@ -213,7 +214,7 @@ def main(argv: list[str]) -> int:
       res = summary["eval"]
       path = os.path.join(_WORKDIR.value, "eval", "results.json")
     else:
-      res = trainer.evaluate(config, _WORKDIR.value)
+      res = evaluation.evaluate(config, _WORKDIR.value)
       path = res["results"]
   except state.StateError as e:
     print(f"error: {e}", file=sys.stderr)

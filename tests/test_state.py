@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from absl import logging
 
-from dsanet_jax.train import optim, trainer
+from dsanet_jax.train import evaluation, optim, trainer
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 
@@ -233,7 +233,7 @@ def test_eval_leaves_an_in_flight_save_alone_and_writes_its_own_results(workdir)
   tmp = workdir / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
   (tmp / "state").mkdir(parents=True)
   before = json.loads((workdir / "eval" / "results.json").read_text())
-  res = trainer.evaluate(tiny_config(**{"data.eval_split": "train"}), str(workdir))
+  res = evaluation.evaluate(tiny_config(**{"data.eval_split": "train"}), str(workdir))
   assert tmp.is_dir()  # a writable CheckpointManager would have deleted it
   assert res["results"] == str(workdir / "eval" / "train_4x1_step4" / "results.json")
   assert json.loads((workdir / "eval" / "results.json").read_text()) == before  # untouched

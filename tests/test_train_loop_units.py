@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import base
+from dsanet_jax.train import evaluation, optim, trainer
 from dsanet_jax.train import logging as log_lib
-from dsanet_jax.train import optim, trainer
 
 
 def test_preemption_agrees_across_processes_every_n_steps_only(monkeypatch):
@@ -71,10 +71,10 @@ def test_incomplete_eval_split_is_named(monkeypatch):
   info = types.SimpleNamespace(metadata={"skipped": skipped})
   monkeypatch.setattr(pipeline, "load_builder", lambda cfg: types.SimpleNamespace(info=info))
   cfg = base.get_base_config()
-  note = trainer.split_note(cfg, "validation", 2)
+  note = evaluation.split_note(cfg, "validation", 2)
   assert note.startswith("2 of 19,906 listed videos present; 19,904 skipped"), note
   assert "missing" in note
-  assert trainer.split_note(cfg, "train", 100) is None
+  assert evaluation.split_note(cfg, "train", 100) is None
 
 
 @pytest.mark.parametrize("batch,devices", [(4, 1), (8, 2)])

@@ -7,6 +7,10 @@ step (they are replayed), so that every step appears once.
 The console shows this project's INFO lines (one per log step, one per evaluation, where results
 go) and every library's warnings except known noise; `WORKDIR/log.txt` keeps everything at INFO,
 third-party lines (Orbax, TFDS, JAX) included.
+
+A run's log: `log_banner` (versions, devices, mesh), `StepLog` (one line and one record of
+`train/...` metrics per log step; raises `NonFiniteLossError` on a non-finite one) and `Profile`
+(a `jax.profiler` trace of some train steps).
 """
 
 import json
@@ -16,6 +20,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
@@ -189,3 +195,167 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Reads back a `metrics.jsonl` (tools/plot_runs)."""
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+# ============================================================== the training run's log
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training metric (loss, gradient norm, ...) became NaN or infinite."""
+
+
+def check_finite(step: int, metrics: dict[str, float]) -> None:
+  """Raises NonFiniteLossError if any of the update `step`'s `metrics` is not finite."""
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+      f"non-finite training metrics at step {step}: {bad}; stopping without saving this state "
+      "(the last good checkpoint is kept). Lower config.train.base_lr or check the data."
+    )
+
+
+def log_banner(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, workdir: str) -> None:
+  """Versions, processes, devices and mesh; the full config goes to the log file only."""
+  import flax
+  import optax
+  import orbax.checkpoint
+
+  logging.info(
+    "versions: jax %s, flax %s, optax %s, orbax-checkpoint %s",
+    jax.__version__,
+    flax.__version__,
+    optax.__version__,
+    orbax.checkpoint.__version__,
+  )
+  logging.info(
+    "process %d of %d; %d local / %d global devices (%s); mesh %s",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.devices()[0].platform,
+    dict(mesh.shape),
+  )
+  logging.info("workdir %s (full log and config: %s)", workdir, LOG_FILE)
+  file_only("config:\n%s", config)
+
+
+class StepLog:
+  """Per-step metrics between log steps: fetched at log steps, checked finite, averaged, written.
+
+  One console line per log step (with data-wait fraction, compile time on the first, and ETA);
+  the same numbers go to the metric writers as `train/...`.
+  """
+
+  def __init__(
+    self, config: ml_collections.ConfigDict, writer: Any, total_steps: int, spe: float, step: int
+  ) -> None:
+    self.config, self.writer, self.total, self.steps_per_epoch = config, writer, total_steps, spe
+    self.first = step
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.t, self.wait_s, self.n = time.time(), 0.0, 0
+    self.compile_s: float | None = None
+    self.last: dict[str, float] = {}
+
+  def compiled(self, seconds: float) -> None:
+    """The train step took `seconds` to compile (not counted in the first step's rate)."""
+    self.compile_s = seconds
+    self.t += seconds
+
+  def add(self, step: int, metrics: dict[str, jax.Array], wait_s: float) -> None:
+    """`metrics` of the update that made step `step` (1-based); `wait_s` waiting for its batch."""
+    self.pending.append((step - 1, metrics))
+    self.wait_s += wait_s
+    self.n += 1
+    if self.due(step):
+      self.write(step)
+
+  def flush(self) -> dict[str, float]:
+    """Fetches pending per-step metrics, checks them finite, returns their mean."""
+    if not self.pending:
+      return {}
+    fetched = jax.device_get([m for _, m in self.pending])
+    for (s, _), m in zip(self.pending, fetched):
+      check_finite(s, {k: float(v) for k, v in m.items()})
+    self.pending = []
+    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+  def due(self, step: int) -> bool:
+    every = self.config.train.log_every_steps
+    return step % every == 0 or step == self.total or step == self.first + 1
+
+  def write(self, step: int) -> dict[str, float]:
+    means = self.flush()
+    dt = max(time.time() - self.t, 1e-9)
+    rate = self.n / dt
+    gbs = self.config.train.global_batch_size
+    means.update(
+      steps_per_sec=rate,
+      videos_per_sec=rate * gbs,
+      clips_per_sec=rate * gbs * self.config.model.num_segments,
+      data_wait_fraction=self.wait_s / dt,
+      epoch=step / self.steps_per_epoch,
+      eta_minutes=(self.total - step) / max(rate, 1e-9) / 60,
+    )
+    compiled = ""
+    if step == self.first + 1 and self.compile_s is not None:
+      means["compile_seconds"] = self.compile_s
+      compiled = f"  (compile {self.compile_s:.1f}s)"
+    self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+    logging.info(
+      "step %d/%d loss %.4f acc %.3f lr %.4g |g| %.3g  %.1f clips/s  wait %.0f%%  ETA %.1f min%s",
+      step,
+      self.total,
+      means["loss"],
+      means["accuracy"],
+      means["learning_rate"],
+      means["grad_norm"],
+      means["clips_per_sec"],
+      100 * means["data_wait_fraction"],
+      means["eta_minutes"],
+      compiled,
+    )
+    self.last = means
+    self.t, self.wait_s, self.n = time.time(), 0.0, 0
+    return means
+
+
+class Profile:
+  """A `jax.profiler` trace of train steps first..last (1-based, inclusive) in WORKDIR/profile.
+
+  TensorBoard's profile plugin reads it: `tensorboard --logdir WORKDIR/profile`.
+  """
+
+  def __init__(self, steps: Any, workdir: str) -> None:
+    steps = tuple(steps or ())
+    if steps and (len(steps) != 2 or not 1 <= int(steps[0]) <= int(steps[1])):
+      raise ValueError(
+        f"config.train.profile_steps={steps}: expected (first, last) with 1 <= first <= last, "
+        "e.g. --config.train.profile_steps='(10, 12)'"
+      )
+    self.steps = tuple(int(s) for s in steps)
+    self.dir = os.path.join(workdir, "profile")
+    self.active = False
+
+  def before(self, step: int) -> None:
+    """Called before the update that makes step `step + 1`."""
+    if self.steps and step + 1 == self.steps[0]:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+
+  def after(self, step: int, out: Any) -> None:
+    if self.active and step >= self.steps[1]:
+      jax.block_until_ready(out)
+      self.close()
+      logging.info("profile of steps %d-%d written under %s", *self.steps, self.dir)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+  def __enter__(self) -> "Profile":
+    return self
+
+  def __exit__(self, *exc: object) -> None:
+    self.close()

@@ -9,6 +9,9 @@ FSDP-sharded, and every process feeds its own shard of the data.
 The train state is a dict of pytrees `{"params", "batch_stats", "opt_state", "step"}` (nnx.State and
 optax state). Dropout randomness is not state: the model's RNG streams are re-seeded every step from
 `fold_in(seed, step)`, so a resumed run draws the same masks as an uninterrupted one.
+
+The loop's evaluations (periodic validation, the final test) and --mode=eval live in
+`evaluation.py`; its log (step lines, banner, profile, non-finite check) in `logging.py`.
 """
 
 import contextlib
@@ -32,12 +35,14 @@ from jax.experimental import multihost_utils
 
 from dsanet_jax.models.flops import count_params
 from dsanet_jax.train import checkpoint as ckpt_lib
-from dsanet_jax.train import evaluator as eval_lib
+from dsanet_jax.train import evaluation, optim
 from dsanet_jax.train import logging as log_lib
-from dsanet_jax.train import optim
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
-from dsanet_jax.train.state import ModelDef, fresh_rngs, model_state
+
+# re-exported: callers catch trainer.NonFiniteLossError
+from dsanet_jax.train.logging import NonFiniteLossError as NonFiniteLossError
+from dsanet_jax.train.state import ModelDef, fresh_rngs
 
 State = dict[str, Any]
 
@@ -179,44 +184,6 @@ class _Preemption:
     return bool(np.any(flags))
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
-
-
-def _check_finite(step: int, metrics: dict[str, float]) -> None:
-  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-  if bad:
-    raise NonFiniteLossError(
-      f"non-finite training metrics at step {step}: {bad}; stopping without saving this state "
-      "(the last good checkpoint is kept). Lower config.train.base_lr or check the data."
-    )
-
-
-def _log_banner(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, workdir: str) -> None:
-  """Versions, processes, devices and mesh; the full config goes to the log file only."""
-  import flax
-  import orbax.checkpoint
-
-  logging.info(
-    "versions: jax %s, flax %s, optax %s, orbax-checkpoint %s",
-    jax.__version__,
-    flax.__version__,
-    optax.__version__,
-    orbax.checkpoint.__version__,
-  )
-  logging.info(
-    "process %d of %d; %d local / %d global devices (%s); mesh %s",
-    jax.process_index(),
-    jax.process_count(),
-    jax.local_device_count(),
-    jax.device_count(),
-    jax.devices()[0].platform,
-    dict(mesh.shape),
-  )
-  logging.info("workdir %s (full log and config: %s)", workdir, log_lib.LOG_FILE)
-  log_lib.file_only("config:\n%s", config)
-
-
 def _model_info(config: ml_collections.ConfigDict, params: Any) -> dict[str, float]:
   """Parameter count and GMACs per view (the models' `flops.count_gmacs`), for the step-0 log."""
   info = {"num_params": float(count_params(params))}
@@ -242,121 +209,6 @@ def _steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[float, in
   return steps_per_epoch, max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
 
 
-def _eval_views(config: ml_collections.ConfigDict, final: bool) -> tuple[int, int]:
-  if final:
-    return config.eval.num_segments, config.eval.num_crops
-  return config.eval.val_num_segments, config.eval.val_num_crops
-
-
-def _num_views(config: ml_collections.ConfigDict, final: bool) -> tuple[str, int, int]:
-  u, c = _eval_views(config, final)
-  return f"{u}x{c}", u, c
-
-
-def _eval_crop_size(config: ml_collections.ConfigDict, final: bool) -> int | None:
-  return None if final else min(config.data.crop_size, config.eval.short_side)
-
-
-def make_evaluator(
-  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, mdef: ModelDef, *, final: bool
-) -> eval_lib.Evaluator:
-  """The Evaluator of the final test (`final`) or of periodic validation; keep it to reuse."""
-  _, u_test, crops = _num_views(config, final)
-  return eval_lib.Evaluator(
-    mdef.eval_graph,
-    mesh,
-    model_segments=config.model.num_segments,
-    num_segments=u_test,
-    num_crops=crops,
-    num_classes=config.model.num_classes,
-    aggregate=config.eval.aggregate,
-    grouping=config.eval.grouping,
-  )
-
-
-def split_note(config: ml_collections.ConfigDict, split: str, present: int) -> str | None:
-  """'2 of 19,906 listed videos present; 19,904 skipped {reasons}' if the prepared split lacks
-  videos (the builders' `info.metadata['skipped']`), else None."""
-  from dsanet_jax.data import pipeline
-
-  meta = pipeline.load_builder(config).info.metadata or {}
-  rec = (meta.get("skipped") or {}).get(split) or {}
-  if not rec.get("total"):
-    return None
-  listed = int(rec.get("listed", present + rec["total"]))
-  return (
-    f"{present:,} of {listed:,} listed videos present; {int(rec['total']):,} skipped "
-    f"{rec.get('by_reason', {})}"
-  )
-
-
-def run_evaluation(
-  config: ml_collections.ConfigDict,
-  mesh: jax.sharding.Mesh,
-  mdef: ModelDef,
-  state: State,
-  *,
-  final: bool,
-  class_names: list[str] | None,
-  evaluator: eval_lib.Evaluator | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Multi-view evaluation of `state` on `config.data.eval_split` (test or validation views).
-
-  `evaluator` (from `make_evaluator`) is reused across calls, so that it compiles once.
-  """
-  from dsanet_jax.data import pipeline
-
-  name, u_test, crops = _num_views(config, final)
-  pc, pi = jax.process_count(), jax.process_index()
-  split = config.data.eval_split
-  sharding_lib.check_batch_layout(
-    mesh, config.eval.batch_size, 0, process_count=pc, what="eval.batch_size"
-  )
-  ev = evaluator or make_evaluator(config, mesh, mdef, final=final)
-  it = pipeline.make_eval_iterator(
-    config,
-    split=split,
-    local_batch_size=config.eval.batch_size // pc,
-    process_index=pi,
-    process_count=pc,
-    num_segments=u_test,
-    num_crops=crops,
-    crop_size=_eval_crop_size(config, final),
-  )
-  expected = pipeline.num_examples(config, split)
-  note = split_note(config, split, expected)
-  if note:
-    logging.warning("eval split %r is incomplete: %s", split, note)
-  t0 = time.time()
-  metrics, predictions = ev.run(model_state(state, mdef), it, expected_videos=expected)
-  metrics["views"] = name
-  metrics["eval_seconds"] = time.time() - t0
-  logging.info(
-    "eval %s (%s views, %d videos): top1 %.4f top5 %.4f mAP %.4f in %.1fs",
-    split,
-    name,
-    metrics["num_videos"],
-    metrics["top1"],
-    metrics["top5"],
-    metrics["mAP"],
-    metrics["eval_seconds"],
-  )
-  return metrics, predictions
-
-
-def _stored_results(path: str, step: int) -> dict[str, Any] | None:
-  """The final results of a finished run at `step` (read by process 0, agreed by all), or None."""
-  res = None
-  if jax.process_index() == 0 and os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
-    res = stored if stored.get("step") == step else None
-  if jax.process_count() > 1:
-    found = bool(multihost_utils.broadcast_one_to_all(np.int32(res is not None)))
-    res = (res or {"step": step, "results": path}) if found else None
-  return res
-
-
 def _meta(
   config: ml_collections.ConfigDict,
   step: int,
@@ -377,214 +229,6 @@ def _meta(
 # ===================================================================================== the loop
 
 
-class _StepLog:
-  """Per-step metrics between log steps: fetched at log steps, checked finite, averaged, written.
-
-  One console line per log step (with data-wait fraction, compile time on the first, and ETA);
-  the same numbers go to the metric writers as `train/...`.
-  """
-
-  def __init__(
-    self, config: ml_collections.ConfigDict, writer: Any, total_steps: int, spe: float, step: int
-  ) -> None:
-    self.config, self.writer, self.total, self.steps_per_epoch = config, writer, total_steps, spe
-    self.first = step
-    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
-    self.t, self.wait_s, self.n = time.time(), 0.0, 0
-    self.compile_s: float | None = None
-    self.last: dict[str, float] = {}
-
-  def compiled(self, seconds: float) -> None:
-    """The train step took `seconds` to compile (not counted in the first step's rate)."""
-    self.compile_s = seconds
-    self.t += seconds
-
-  def add(self, step: int, metrics: dict[str, jax.Array], wait_s: float) -> None:
-    """`metrics` of the update that made step `step` (1-based); `wait_s` waiting for its batch."""
-    self.pending.append((step - 1, metrics))
-    self.wait_s += wait_s
-    self.n += 1
-    if self.due(step):
-      self.write(step)
-
-  def flush(self) -> dict[str, float]:
-    """Fetches pending per-step metrics, checks them finite, returns their mean."""
-    if not self.pending:
-      return {}
-    fetched = jax.device_get([m for _, m in self.pending])
-    for (s, _), m in zip(self.pending, fetched):
-      _check_finite(s, {k: float(v) for k, v in m.items()})
-    self.pending = []
-    return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-
-  def due(self, step: int) -> bool:
-    every = self.config.train.log_every_steps
-    return step % every == 0 or step == self.total or step == self.first + 1
-
-  def write(self, step: int) -> dict[str, float]:
-    means = self.flush()
-    dt = max(time.time() - self.t, 1e-9)
-    rate = self.n / dt
-    gbs = self.config.train.global_batch_size
-    means.update(
-      steps_per_sec=rate,
-      videos_per_sec=rate * gbs,
-      clips_per_sec=rate * gbs * self.config.model.num_segments,
-      data_wait_fraction=self.wait_s / dt,
-      epoch=step / self.steps_per_epoch,
-      eta_minutes=(self.total - step) / max(rate, 1e-9) / 60,
-    )
-    compiled = ""
-    if step == self.first + 1 and self.compile_s is not None:
-      means["compile_seconds"] = self.compile_s
-      compiled = f"  (compile {self.compile_s:.1f}s)"
-    self.writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-    logging.info(
-      "step %d/%d loss %.4f acc %.3f lr %.4g |g| %.3g  %.1f clips/s  wait %.0f%%  ETA %.1f min%s",
-      step,
-      self.total,
-      means["loss"],
-      means["accuracy"],
-      means["learning_rate"],
-      means["grad_norm"],
-      means["clips_per_sec"],
-      100 * means["data_wait_fraction"],
-      means["eta_minutes"],
-      compiled,
-    )
-    self.last = means
-    self.t, self.wait_s, self.n = time.time(), 0.0, 0
-    return means
-
-
-class _Profile:
-  """A `jax.profiler` trace of train steps first..last (1-based, inclusive) in WORKDIR/profile.
-
-  TensorBoard's profile plugin reads it: `tensorboard --logdir WORKDIR/profile`.
-  """
-
-  def __init__(self, steps: Any, workdir: str) -> None:
-    steps = tuple(steps or ())
-    if steps and (len(steps) != 2 or not 1 <= int(steps[0]) <= int(steps[1])):
-      raise ValueError(
-        f"config.train.profile_steps={steps}: expected (first, last) with 1 <= first <= last, "
-        "e.g. --config.train.profile_steps='(10, 12)'"
-      )
-    self.steps = tuple(int(s) for s in steps)
-    self.dir = os.path.join(workdir, "profile")
-    self.active = False
-
-  def before(self, step: int) -> None:
-    """Called before the update that makes step `step + 1`."""
-    if self.steps and step + 1 == self.steps[0]:
-      jax.profiler.start_trace(self.dir)
-      self.active = True
-
-  def after(self, step: int, out: Any) -> None:
-    if self.active and step >= self.steps[1]:
-      jax.block_until_ready(out)
-      self.close()
-      logging.info("profile of steps %d-%d written under %s", *self.steps, self.dir)
-
-  def close(self) -> None:
-    if self.active:
-      jax.profiler.stop_trace()
-      self.active = False
-
-  def __enter__(self) -> "_Profile":
-    return self
-
-  def __exit__(self, *exc: object) -> None:
-    self.close()
-
-
-class _Evaluations:
-  """Periodic validation and the final test of a run: each Evaluator is made (and compiled) once.
-
-  The final test's step compiles in a background thread while training runs (without it, the run
-  sat silent for ~7 s of compilation between the last save and the test result).
-  """
-
-  def __init__(
-    self,
-    config: ml_collections.ConfigDict,
-    mesh: jax.sharding.Mesh,
-    mdef: ModelDef,
-    writer: Any,
-    class_names: list[str] | None,
-    workdir: str,
-  ) -> None:
-    self.config, self.mesh, self.mdef, self.writer = config, mesh, mdef, writer
-    self.class_names = class_names
-    self.results_path = os.path.join(workdir, "eval", "results.json")
-    self.checkpoints = ckpt_lib.checkpoint_dir(workdir)
-    self._evaluators: dict[bool, eval_lib.Evaluator] = {}
-    self._compiling: threading.Thread | None = None
-
-  def evaluator(self, final: bool) -> eval_lib.Evaluator:
-    if final not in self._evaluators:
-      self._evaluators[final] = make_evaluator(self.config, self.mesh, self.mdef, final=final)
-    return self._evaluators[final]
-
-  def precompile_final(self, state: State) -> None:
-    """Starts compiling the final test's step (shapes and shardings of `state`) in a thread."""
-    c = self.config
-    _, u_test, crops = _num_views(c, True)
-    s = c.eval.crop_size
-    local = jax.ShapeDtypeStruct(
-      (c.eval.batch_size // jax.process_count(), crops, u_test, c.data.num_frames, s, s, 3),
-      jnp.dtype(c.data.dtype),
-    )
-    abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(
-        x.shape, x.dtype, sharding=x.sharding if x.committed else None
-      ),
-      model_state(state, self.mdef),
-    )
-    ev = self.evaluator(True)
-    self._compiling = threading.Thread(
-      target=ev.compile, args=(abstract, local), name="compile_final_eval", daemon=True
-    )
-    self._compiling.start()
-
-  def periodic(self, state: State, step: int, total_steps: int) -> float | None:
-    """Validation top-1 at `train.eval_every_steps` (not at the last step), else None."""
-    every = self.config.train.eval_every_steps
-    if every and step % every == 0 and step < total_steps:
-      return self(state, step, final=False)["top1"]
-    return None
-
-  def __call__(self, state: State, step: int, *, final: bool) -> dict[str, Any]:
-    if final and self._compiling is not None:
-      self._compiling.join()
-    metrics, predictions = run_evaluation(
-      self.config,
-      self.mesh,
-      self.mdef,
-      state,
-      final=final,
-      class_names=self.class_names,
-      evaluator=self.evaluator(final),
-    )
-    prefix, v = ("test" if final else "val"), metrics["views"]
-    keys = ("top1", "top5", "mAP", "mean_class_accuracy")
-    self.writer.write_scalars(step, {f"{prefix}/{k}@{v}": metrics[k] for k in keys})
-    if final:
-      path = eval_lib.write_results(
-        os.path.dirname(self.results_path),
-        metrics,
-        predictions,
-        self.class_names,
-        extra={
-          "step": step,
-          "split": self.config.data.eval_split,
-          "checkpoint": f"{self.checkpoints}@{step}",
-        },
-      )
-      logging.info("results: %s", path)
-    return metrics
-
-
 class _Saver:
   """Checkpoints of the run (async; a state after a non-finite step is never saved)."""
 
@@ -602,7 +246,9 @@ class _Saver:
     every = self.config.checkpoint.every_steps
     return validated or step == total_steps or bool(every and step % every == 0)
 
-  def save(self, step: int, state: State, log: _StepLog, val_top1: float | None = None) -> None:
+  def save(
+    self, step: int, state: State, log: log_lib.StepLog, val_top1: float | None = None
+  ) -> None:
     log.flush()  # raises NonFiniteLossError before a bad state is saved
     extra = {} if val_top1 is None else {ckpt_lib.BEST_METRIC: val_top1}
     meta = _meta(self.config, step, self.class_names, extra, self.data_layout)
@@ -617,11 +263,11 @@ def _compile(train_step: Any, state: State, batch: dict[str, jax.Array]) -> floa
 
 
 def _finished(
-  mngr: Any, evaluate: _Evaluations, state: State, step: int, start: str
+  mngr: Any, evaluate: evaluation.Evaluations, state: State, step: int, start: str
 ) -> dict[str, Any]:
   """The run had already reached its last step: its stored results, else the final test."""
   mngr.wait_until_finished()
-  res = _stored_results(evaluate.results_path, step)
+  res = evaluation.stored_results(evaluate.results_path, step)
   if res is not None:
     logging.info("training already finished at step %d; results in %s", step, evaluate.results_path)
     return {"step": step, "start": start, "train": {}, "eval": res}
@@ -699,7 +345,7 @@ def _write_start(config: ml_collections.ConfigDict, writer: Any, state: State, s
 
 def _final(
   mngr: Any,
-  evaluate: _Evaluations,
+  evaluate: evaluation.Evaluations,
   state: State,
   step: int,
   start: str,
@@ -763,7 +409,7 @@ def _train_iterator(config: ml_collections.ConfigDict, step: int) -> Any:
 
 
 def _preempted(
-  saver: _Saver, state: State, step: int, start: str, log: _StepLog, why: str | None
+  saver: _Saver, state: State, step: int, start: str, log: log_lib.StepLog, why: str | None
 ) -> dict[str, Any]:
   saver.save(step, state, log)
   saver.mngr.wait_until_finished()
@@ -786,7 +432,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   with contextlib.ExitStack() as closing:
     # --------------------------------------------------------------------- mesh
     mesh = sharding_lib.make_mesh(config.mesh)
-    _log_banner(config, mesh, workdir)
+    log_lib.log_banner(config, mesh, workdir)
 
     # --------------------------------------------------------------------- input
     num_train, steps_per_epoch, total_steps = _input_sizes(config, mesh)
@@ -821,7 +467,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     saver = _Saver(mngr, config, class_names, loaded.data_layout)
 
     # --------------------------------------------------------------------- evaluation
-    evaluate = _Evaluations(config, mesh, mdef, writer, class_names, workdir)
+    evaluate = evaluation.Evaluations(config, mesh, mdef, writer, class_names, workdir)
     if step >= total_steps:
       return _finished(mngr, evaluate, state, step, start)
 
@@ -830,8 +476,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # tf.data prefetches in its own threads; a Python prefetch thread calling into the iterator
     # can deadlock with the iterator's destruction (seen with several processes), so none here.
     train_iter = _train_iterator(config, step)
-    log = _StepLog(config, writer, total_steps, steps_per_epoch, step)
-    profile = closing.enter_context(_Profile(config.train.profile_steps, workdir))
+    log = log_lib.StepLog(config, writer, total_steps, steps_per_epoch, step)
+    profile = closing.enter_context(log_lib.Profile(config.train.profile_steps, workdir))
     evaluate.precompile_final(state)
     try:
       with _Preemption(config.train.preemption_check_every_steps) as preempt:
@@ -855,32 +501,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # --------------------------------------------------------------------- final evaluation
     return _final(mngr, evaluate, state, step, start, log.last)
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Eval-only mode: the test views of the latest checkpoint (or init_from) on
-  `config.data.eval_split`, written to `WORKDIR/eval/<split>_<U>x<C>_step<N>/` (the final test of
-  a training run, `eval/results.json`, is left alone). Returns the metrics with `results` (path)."""
-  mesh = sharding_lib.make_mesh(config.mesh)
-  loaded = state_lib.load(config, mesh, purpose="eval", workdir=workdir)
-  config = loaded.config
-  _log_banner(config, mesh, workdir)
-  class_names = state_lib.dataset_class_names(config)
-  if None not in (loaded.class_names, class_names) and loaded.class_names != class_names:
-    raise state_lib.StateError(
-      f"{loaded.source}: the checkpoint's class names differ from {config.data.name}'s "
-      "(a label order mismatch gives chance accuracy)"
-    )
-  metrics, predictions = run_evaluation(
-    config, mesh, loaded.mdef, loaded.state, final=True, class_names=class_names
-  )
-  split, step = config.data.eval_split, loaded.step
-  out_dir = os.path.join(workdir, "eval", f"{split}_{metrics['views']}_step{step}")
-  metrics["results"] = eval_lib.write_results(
-    out_dir,
-    metrics,
-    predictions,
-    class_names,
-    extra={"step": step, "split": split, "checkpoint": loaded.source},
-  )
-  return metrics
