@@ -174,15 +174,16 @@ def main(argv: list[str]) -> int:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/default.py")
   mode = _MODE.value
-  validate(config, mode)
-  _maybe_initialize_distributed()
   _import_tensorflow_quietly()
   from dsanet_jax.train import logging as log_lib
 
-  log_path = log_lib.setup_console(_WORKDIR.value, verbose=_VERBOSE.value)
-  _log_config_source()
-  if log_path:
+  log_lib.setup_console(verbose=_VERBOSE.value)
+  validate(config, mode)  # before the workdir is touched
+  _maybe_initialize_distributed()
+  if _WORKDIR.value:
+    log_path = log_lib.add_log_file(_WORKDIR.value)
     logging.info("log file (every library's INFO lines): %s", log_path)
+  _log_config_source()
   # after distributed initialisation
   from dsanet_jax.train import evaluation, inference, state, trainer
 

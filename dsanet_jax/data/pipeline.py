@@ -148,6 +148,9 @@ def _fps_text(fps: float | None) -> str:
   return "native rates (None)" if fps is None else f"{float(fps):g} fps"
 
 
+_UNRATED_WARNED: set[tuple[str, str | None]] = set()  # datasets already warned about, once each
+
+
 def check_frame_rate(
   cfg: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder | None = None
 ) -> None:
@@ -164,6 +167,9 @@ def check_frame_rate(
   metadata = builder.info.metadata or {}
   name = builder.info.full_name
   if "target_fps" not in metadata:
+    if (name, cfg.data.data_dir) in _UNRATED_WARNED:
+      return
+    _UNRATED_WARNED.add((name, cfg.data.data_dir))
     logging.warning(
       "dataset %s (data_dir=%s) records no frame rate (info.metadata['target_fps']; built by "
       "older code); config data.fps=%s is not checked",

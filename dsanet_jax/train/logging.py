@@ -164,21 +164,20 @@ class _ConsoleFormatter(py_logging.Formatter):
     return f"{t} {level}{record.getMessage()}"
 
 
-def setup_console(workdir: str | None, *, verbose: bool = False) -> str | None:
-  """Quiet console, full log file; returns the log file's path (None without a workdir).
-
-  The console (stderr) gets this project's INFO lines and other libraries' warnings (`verbose`:
-  everything); `WORKDIR/log.txt` (process 0: `log.txt`, others `log.<i>.txt`) gets every INFO line
-  in absl's format. Call once, after flags are parsed and before the run starts.
-  """
+def setup_console(*, verbose: bool = False) -> None:
+  """Quiet console: this project's INFO lines and other libraries' warnings on stderr (`verbose`:
+  everything). Call once, after flags are parsed and before anything logs."""
   logging.set_verbosity(logging.INFO)
   absl_handler = logging.get_absl_handler()
   absl_handler.python_handler.setFormatter(_ConsoleFormatter())
   absl_handler.addFilter(_ConsoleFilter(verbose))
   for name in ("jax", "orbax", "tensorflow", "tensorflow_datasets"):
     py_logging.getLogger(name).setLevel(py_logging.INFO)
-  if not workdir:
-    return None
+
+
+def add_log_file(workdir: str) -> str:
+  """Every INFO line, in absl's format, also to `WORKDIR/log.txt` (process 0; others
+  `log.<i>.txt`). Returns the path. Call after the start-up checks (it creates the workdir)."""
   import jax  # the process index is known once jax is initialised
 
   os.makedirs(workdir, exist_ok=True)
