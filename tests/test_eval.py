@@ -221,6 +221,7 @@ def test_evaluator_compiled_ahead_runs_without_recompiling_and_reports_progress(
   batches = _eval_batches(13, 8, 2, 4)
   e.compile((params, stats, rngs), jax.ShapeDtypeStruct(batches[0]["video"].shape, np.float32))
   caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")  # other tests' CLIs may have raised absl's level
   jax.config.update("jax_log_compiles", True)
   try:
     for _ in range(2):
