@@ -99,6 +99,7 @@ def _write_run(root: pathlib.Path, ids, labels, scores, class_names) -> pathlib.
     metrics,
     {"video_id": list(ids), "scores": np.asarray(scores, np.float64), "label": np.asarray(labels)},
     class_names,
+    extra={"split": "validation", "step": 1, "views": "1x1", "checkpoint": f"{root}@1"},
   )
   return root
 
