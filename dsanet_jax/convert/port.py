@@ -32,13 +32,14 @@ class Report:
   inferred: dict = dataclasses.field(default_factory=dict)
   notes: list[str] = dataclasses.field(default_factory=list)
 
-  def summary(self) -> str:
+  def summary(self, *, list_fresh: bool = True) -> str:
+    """Counts and notes; with `list_fresh`, the paths initialised fresh too."""
     lines = [
       f"source: {self.source}; {len(self.loaded)} tensors loaded, {len(self.fresh)} initialised "
       f"fresh, {len(self.dropped)} checkpoint entries dropped",
       *self.notes,
     ]
-    if self.fresh:
+    if self.fresh and list_fresh:
       lines.append("initialised fresh: " + ", ".join(self.fresh))
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from dsanet_jax.train import checkpoint as ckpt_lib
+from dsanet_jax.train import logging as log_lib
 from dsanet_jax.train import sharding as sharding_lib
 
 State = dict[str, Any]
@@ -214,7 +215,9 @@ def _init_model(config: ml_collections.ConfigDict) -> tuple[nnx.Module | None, d
     raise StateError(f"config.init_from={path}: {e}") from e
   except ValueError as e:
     raise StateError(f"config.init_from={path}: {e}") from e
-  logging.info("init_from %s: %s", path, report.summary())
+  logging.info("init_from %s: %s", path, report.summary(list_fresh=False))
+  if report.fresh:
+    log_lib.file_only("init_from %s: initialised fresh: %s", path, ", ".join(report.fresh))
   return model, {"class_names": None, "report": report}, f"{report.source}:{path}"
 
 
