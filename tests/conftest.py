@@ -4,12 +4,24 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import typing
+
+import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
+# The test run never reads or writes the user's home: TFDS's default data dir (a config whose
+# data.data_dir is None) and every HOME-derived cache (~/.cache, ~/.config, ~/.keras, ...) point
+# into one temporary folder for the whole run, set before TFDS, JAX or torch are imported and
+# inherited by every subprocess a test starts. `_real_home_untouched` fails a test writing there.
+REAL_HOME = pathlib.Path(os.path.expanduser("~")).resolve()
+TEST_HOME = pathlib.Path(tempfile.mkdtemp(prefix="dsanet_test_home_"))
+os.environ["HOME"] = str(TEST_HOME)
+os.environ["TFDS_DATA_DIR"] = str(TEST_HOME / "tensorflow_datasets")
+for _var, _sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config")):
+  os.environ[_var] = str(TEST_HOME / _sub)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -67,3 +79,34 @@ class HeadlineRuns:
 def headline_runs(tmp_path_factory) -> HeadlineRuns:
   """Shared end-to-end runs of the embedded default (DSA and TSN), started on first use."""
   return HeadlineRuns(tmp_path_factory.mktemp("headline"))
+
+
+def _home_snapshot() -> dict[str, int]:
+  """mtime_ns of the real home's entries that tools write to (top level, TFDS's tree, caches)."""
+  snap: dict[str, int] = {}
+  if not REAL_HOME.is_dir():
+    return snap
+  for entry in REAL_HOME.iterdir():
+    snap[str(entry)] = entry.lstat().st_mtime_ns
+  for sub in ("tensorflow_datasets", ".cache", ".config", ".keras"):
+    root = REAL_HOME / sub
+    if root.is_dir():
+      for dirpath, dirnames, _ in os.walk(root):
+        snap[dirpath] = os.lstat(dirpath).st_mtime_ns
+        if dirpath.count(os.sep) - str(root).count(os.sep) >= 2:
+          dirnames.clear()  # caches can be deep; a new entry changes its parent's mtime
+  return snap
+
+
+@pytest.fixture(autouse=True)
+def _real_home_untouched(request):
+  """Fails the test if it created, removed or renamed anything in the user's real home."""
+  before = _home_snapshot()
+  yield
+  after = _home_snapshot()
+  changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+  if changed:
+    pytest.fail(
+      f"{request.node.nodeid} wrote to the user's home {REAL_HOME} (tests must use tmp "
+      f"folders; HOME is {TEST_HOME} during tests): {changed[:10]}"
+    )
