@@ -36,6 +36,7 @@ OVERRIDES = {
   "model.num_classes": 4,
   "model.bn_group_size": 0,
   "data.name": "order_of_events",
+  "data.fps": 12.0,  # the rate order_of_events is rendered at (the K400 recipe's is 30)
   "data.num_frames": 2,
   "data.crop_size": 32,
   "eval.short_side": 32,
@@ -158,7 +159,13 @@ def test_paper_config_run_from_a_safetensors_file(resnet2d, tmp_path):
   w = tmp_path / "run"
   p = _main(
     f"--workdir={w}",
-    *_flags(**{"init_from": d / "resnet50.safetensors", "train.base_lr": 1e-20}),
+    *_flags(
+      **{
+        "init_from": d / "resnet50.safetensors",
+        "train.base_lr": 1e-20,
+        "data.data_dir": tmp_path / "tfds",
+      }
+    ),
   )
   assert p.returncode == 0, p.stderr[-4000:]
   assert "initialised from torchvision:" in p.stderr
