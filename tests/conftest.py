@@ -82,12 +82,12 @@ def headline_runs(tmp_path_factory) -> HeadlineRuns:
 
 
 def _home_snapshot() -> dict[str, int]:
-  """mtime_ns of the real home's entries that tools write to (top level, TFDS's tree, caches)."""
+  """The real home's top-level names and the mtime_ns of the trees tools write to (TFDS, caches)."""
   snap: dict[str, int] = {}
   if not REAL_HOME.is_dir():
     return snap
-  for entry in REAL_HOME.iterdir():
-    snap[str(entry)] = entry.lstat().st_mtime_ns
+  for entry in REAL_HOME.iterdir():  # names only: other programs' own state may change mtimes
+    snap[str(entry)] = 0
   for sub in ("tensorflow_datasets", ".cache", ".config", ".keras"):
     root = REAL_HOME / sub
     if root.is_dir():
