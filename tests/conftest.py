@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,12 @@ os.environ["HOME"] = str(TEST_HOME)
 os.environ["TFDS_DATA_DIR"] = str(TEST_HOME / "tensorflow_datasets")
 for _var, _sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config")):
   os.environ[_var] = str(TEST_HOME / _sub)
+
+
+def pytest_unconfigure(config) -> None:
+  """Removes the run's temporary home (datasets and caches built during the tests)."""
+  shutil.rmtree(TEST_HOME, ignore_errors=True)
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
