@@ -118,8 +118,14 @@ def _maybe_initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def _import_notice(line: str) -> bool:
+  """TF's C++ start-up notices, and INFO lines of what it imports (absl's format, e.g.
+  matplotlib's 'generated new fontManager' on a machine's first run)."""
+  return any(n in line for n in _TF_NOTICES) or re.match(r"I\d{4} ", line) is not None
+
+
 def _import_tensorflow_quietly() -> None:
-  """Imports TensorFlow (for tf.data) keeping its C++ start-up notices off the console."""
+  """Imports TensorFlow (for tf.data) keeping its start-up notices off the console."""
   import tempfile
 
   with tempfile.TemporaryFile(mode="w+") as tmp:
@@ -132,7 +138,7 @@ def _import_tensorflow_quietly() -> None:
       os.dup2(saved, 2)
       os.close(saved)
       tmp.seek(0)
-      sys.stderr.writelines(s for s in tmp if not any(n in s for n in _TF_NOTICES))
+      sys.stderr.writelines(s for s in tmp if not _import_notice(s))
 
 
 def _log_config_source() -> None:

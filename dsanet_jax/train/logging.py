@@ -154,6 +154,8 @@ class _ConsoleFilter(py_logging.Filter):
     own = record.pathname.startswith(_OWN)
     if not own and record.levelno < py_logging.WARNING:
       return False
+    if "tensorflow_datasets" in record.pathname and record.levelno < py_logging.ERROR:
+      return False  # TFDS's notices (deprecations, folder scans while a dataset is first built)
     return not any(s in str(record.msg) for s in _NOISE)
 
 
@@ -165,8 +167,12 @@ class _ConsoleFormatter(py_logging.Formatter):
 
 
 def setup_console(*, verbose: bool = False) -> None:
-  """Quiet console: this project's INFO lines and other libraries' warnings on stderr (`verbose`:
-  everything). Call once, after flags are parsed and before anything logs."""
+  """Quiet console: this project's INFO lines, other libraries' warnings (TFDS's errors only) and
+  no TFDS progress bars on stderr (`verbose`: everything). Call once, after flags are parsed and
+  before anything logs."""
+  import tensorflow_datasets as tfds
+
+  tfds.display_progress_bar(verbose)
   logging.set_verbosity(logging.INFO)
   absl_handler = logging.get_absl_handler()
   absl_handler.python_handler.setFormatter(_ConsoleFormatter())

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import tensorflow_datasets as tfds
+from absl import logging
 
 from dsanet_jax.data.builders import base
 from dsanet_jax.data.builders.kinetics import Kinetics400
@@ -159,6 +160,7 @@ def ensure_prepared(
     try:
       builder = get_builder(name, data_dir, **kw, **config_overrides)
       if overwrite or not _is_prepared(builder):
+        logging.info("building %s in %s (first use; once per data_dir)", name, root)
         builder.download_and_prepare(
           download_config=tfds.download.DownloadConfig(
             manual_dir=manual_dir,
