@@ -149,7 +149,7 @@ def _log_config_source() -> None:
 
 def validate(config: ml_collections.ConfigDict, mode: str) -> None:
   """Start-up checks before JAX works or the workdir is touched (one line, exit status 2)."""
-  from dsanet_jax.train import state
+  from dsanet_jax.train import checkpoint, init_from, state
 
   if mode == "predict" and not _VIDEO.value:
     _fail("--mode=predict needs --video=PATH (a video file or a frame folder)")
@@ -159,9 +159,9 @@ def validate(config: ml_collections.ConfigDict, mode: str) -> None:
     _fail(f"--mode={mode} needs --workdir")
   if mode == "export" and not (_WORKDIR.value or _EXPORT_DIR.value):
     _fail("--mode=export needs --workdir (writes WORKDIR/export) or --export_dir")
-  if mode == "train" or not state.checkpoint_steps(_WORKDIR.value):
+  if mode == "train" or not checkpoint.checkpoint_steps(_WORKDIR.value):
     try:  # the init source: needed for training, and read by the other modes without checkpoints
-      state.check_init_source(config, for_training=mode == "train")
+      init_from.check_init_source(config, for_training=mode == "train")
     except (state.StateError, ValueError, FileNotFoundError) as e:
       _fail(str(e))
   if mode in ("train", "eval"):

@@ -8,7 +8,7 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from dsanet_jax.data import builders
-from dsanet_jax.data.builders import base, labelled_videos
+from dsanet_jax.data.builders import labelled_videos, video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Short real clips of every kind (mp4/h264, avi/mpeg4, webm/vp9, a frame folder), a bad file, a
@@ -45,7 +45,7 @@ def _build(manual: pathlib.Path, data_dir: pathlib.Path, beam_options: PipelineO
     ex["video_id"].decode(): (int(ex["label"]), int(ex["num_frames"]), list(ex["video"]))
     for ex in tfds.as_numpy(ds)
   }
-  return examples, base.read_skipped(b.data_dir, "train"), b.info.metadata["skipped"]
+  return examples, video.read_skipped(b.data_dir, "train"), b.info.metadata["skipped"]
 
 
 def test_beam_and_plain_builds_are_equal(realclips, tmp_path, monkeypatch):

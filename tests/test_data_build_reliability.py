@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from dsanet_jax.data import builders, decode
-from dsanet_jax.data.builders import base, labelled_videos
+from dsanet_jax.data.builders import base, labelled_videos, video
 
 
 def _hanging_frame_dir(root: pathlib.Path) -> pathlib.Path:
@@ -78,18 +78,18 @@ class _BuggyBuilder(base.VideoDatasetBuilder, skip_registration=True):
   """One good video and one whose encode step has a bug."""
 
   name = "buggy_builder"
-  BUILDER_CONFIGS: ClassVar[list[base.VideoBuilderConfig]] = [
-    base.VideoBuilderConfig(name="default", short_side=None)
+  BUILDER_CONFIGS: ClassVar[list[video.VideoBuilderConfig]] = [
+    video.VideoBuilderConfig(name="default", short_side=None)
   ]
 
   def _class_names(self) -> list[str]:
     return ["x"]
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     return {
       "train": [
-        base.VideoItem("good", 0, render=_render_ok),
-        base.VideoItem("buggy", 0, render=_raise_type_error),
+        video.VideoItem("good", 0, render=_render_ok),
+        video.VideoItem("buggy", 0, render=_raise_type_error),
       ]
     }
 

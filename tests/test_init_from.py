@@ -23,7 +23,7 @@ import torch
 from flax import nnx
 
 from dsanet_jax.convert import torch_reference as tr
-from dsanet_jax.train import optim
+from dsanet_jax.train import init_from, optim
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 
@@ -196,8 +196,8 @@ def test_missing_init_source_fails_at_start_up_and_leaves_the_workdir_alone(tmp_
 
 def test_init_from_scratch_is_the_explicit_opt_out():
   cfg = paper_config(init_from="scratch")
-  state_lib.check_init_source(cfg)
-  assert state_lib.init_source(cfg) == ("scratch", None)
+  init_from.check_init_source(cfg)
+  assert init_from.init_source(cfg) == ("scratch", None)
   with pytest.raises(state_lib.StateError, match="init_expected"):
-    state_lib.check_init_source(paper_config())
-  state_lib.check_init_source(paper_config(init_expected=""))  # no recipe expectation: scratch
+    init_from.check_init_source(paper_config())
+  init_from.check_init_source(paper_config(init_expected=""))  # no recipe expectation: scratch

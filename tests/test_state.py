@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from absl import logging
 
-from dsanet_jax.train import evaluation, optim, trainer
+from dsanet_jax.train import checkpoint as ckpt_lib
+from dsanet_jax.train import evaluation, optim, restore, trainer
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 
@@ -54,7 +55,7 @@ def tiny_config(**overrides: object) -> ml_collections.ConfigDict:
 def run(tmp_path_factory) -> pathlib.Path:
   w = tmp_path_factory.mktemp("run")
   trainer.train_and_evaluate(tiny_config(), str(w))
-  assert sorted(state_lib.checkpoint_steps(str(w))) == [2, 4]
+  assert sorted(ckpt_lib.checkpoint_steps(str(w))) == [2, 4]
   return w
 
 
@@ -94,7 +95,7 @@ def _resume(config, w):
     purpose="train",
     workdir=str(w),
     tx=tx,
-    layout=state_lib.data_layout(config, 512),
+    layout=restore.data_layout(config, 512),
   )
 
 
@@ -178,7 +179,7 @@ def test_resume_falls_back_from_a_truncated_state_file_and_renames_it_aside(work
   _truncate_largest_state_file(workdir / "checkpoints" / "4")
   resumed = _resume(tiny_config(), workdir)
   assert resumed.start == "resumed@2"
-  assert state_lib.checkpoint_steps(str(workdir)) == [2]
+  assert ckpt_lib.checkpoint_steps(str(workdir)) == [2]
   assert (workdir / "checkpoints.corrupt" / "4" / "state").is_dir()  # kept, not deleted
   assert any("is corrupt" in s and "resuming from step 2 instead" in s for s in log_lines)
 
@@ -197,7 +198,7 @@ def test_all_checkpoints_corrupt_is_one_error_and_nothing_is_moved(workdir):
     (workdir / "checkpoints" / str(s) / "meta" / "metadata").write_text("{")
   with pytest.raises(state_lib.StateError, match="no intact checkpoint"):
     _resume(tiny_config(), workdir)
-  assert state_lib.checkpoint_steps(str(workdir)) == [2, 4]
+  assert ckpt_lib.checkpoint_steps(str(workdir)) == [2, 4]
 
 
 # ----------------------------------------------------------------------------- data layout
@@ -259,7 +260,7 @@ def test_dataset_class_names_warn_by_name_or_fail(monkeypatch, log_lines):
     info=types.SimpleNamespace(features={"label": types.SimpleNamespace(names=None)})
   )
   monkeypatch.setattr(pipeline, "load_builder", lambda cfg: builder)
-  assert state_lib.dataset_class_names(tiny_config()) is None
+  assert restore.dataset_class_names(tiny_config()) is None
   assert any("has no class names; the label-order check is off" in s for s in log_lines)
 
   def broken(cfg):
@@ -267,4 +268,4 @@ def test_dataset_class_names_warn_by_name_or_fail(monkeypatch, log_lines):
 
   monkeypatch.setattr(pipeline, "load_builder", broken)
   with pytest.raises(ValueError, match="not prepared"):
-    state_lib.dataset_class_names(tiny_config())
+    restore.dataset_class_names(tiny_config())

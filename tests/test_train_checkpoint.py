@@ -37,14 +37,14 @@ def test_saved_on_8_devices_restores_on_4(tmp_path):
     lambda x: x + 1 if x.dtype == np.float32 else x, state["opt_state"]
   )
   mngr = ckpt_lib.make_manager(str(tmp_path), _ckpt_cfg())
-  ckpt_lib.save(mngr, 7, state, {"step": 7})
+  ckpt_lib.save(mngr, state, ckpt_lib.CheckpointMeta(7, {}))
   mngr.wait_until_finished()
   mngr.close()
 
   _, _, _, abstract, sh4 = _setup(jax.devices()[:4], 1)
   mngr = ckpt_lib.open_read_only(str(tmp_path))
   restored, meta = ckpt_lib.restore(mngr, sharding_lib.with_shardings(abstract, sh4))
-  assert meta["step"] == 7
+  assert meta.step == 7
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert jax.tree.structure(restored) == jax.tree.structure(abstract)
@@ -62,7 +62,7 @@ def test_keeps_last_k_and_best_by_val_top1(tmp_path):
   mngr = ckpt_lib.make_manager(str(tmp_path), _ckpt_cfg(keep=2, keep_best=1))
   top1 = {2: 0.9, 4: 0.5, 6: None, 8: 0.4, 10: None}
   for step, t in top1.items():
-    ckpt_lib.save(mngr, step, state, {"step": step}, metrics=None if t is None else {"val_top1": t})
+    ckpt_lib.save(mngr, state, ckpt_lib.CheckpointMeta(step, {}, val_top1=t))
     mngr.wait_until_finished()
   assert sorted(mngr.all_steps()) == [2, 8, 10]  # best (2) + last two
   mngr.close()

@@ -35,7 +35,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 from dsanet_jax.data import builders
-from dsanet_jax.data.builders import base, labelled_videos
+from dsanet_jax.data.builders import base, labelled_videos, video
 
 _DATASET = flags.DEFINE_string("dataset", None, "Builder name, 'name' or 'name/config'.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write to.")
@@ -45,7 +45,9 @@ _TARGET_FPS = flags.DEFINE_float("target_fps", None, "Resample to this fps (defa
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", None, "JPEG quality (default: config's).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Decoding processes (default: cores).")
 _DECODE_TIMEOUT = flags.DEFINE_float(
-  "decode_timeout", base.DEFAULT_DECODE_TIMEOUT, "Seconds per video before it is skipped (0: none)."
+  "decode_timeout",
+  video.DEFAULT_DECODE_TIMEOUT,
+  "Seconds per video before it is skipped (0: none).",
 )
 _BEAM_OPTIONS = flags.DEFINE_string(
   "beam_options", None, "Build through Apache Beam with these pipeline options (docs/data.md)."

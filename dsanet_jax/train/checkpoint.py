@@ -2,7 +2,8 @@
 
 A checkpoint `WORKDIR/checkpoints/<step>/` holds two items:
   state: `{"params", "batch_stats", "opt_state", "step"}` (nnx.State / optax pytrees of arrays);
-  meta:  JSON (`step`, `config`, `class_names`, `val_top1` where evaluated).
+  meta:  JSON, a `CheckpointMeta` (`step`, `config`, `class_names`, `data_layout`, `val_top1`
+         where evaluated).
 The data position is the step: the pipeline's `start_step` reproduces the order from there.
 Restores always go through an abstract target with shardings, so a checkpoint written on one device
 count restores onto another. Readers (eval, predict, export, and resume's restore) open the
@@ -10,7 +11,10 @@ directory read-only: no temp-directory clean-up, no deletions, so an evaluation 
 training cannot remove its in-flight save.
 """
 
+import dataclasses
+import json
 import os
+import pathlib
 from typing import Any
 
 import ml_collections
@@ -23,8 +27,65 @@ BEST_METRIC = "val_top1"
 ITEM_HANDLERS = {"state": ocp.PyTreeCheckpointHandler, "meta": ocp.JsonCheckpointHandler}
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+  """A checkpoint's `meta` item: its step and what made it (checked when it is read back)."""
+
+  step: int
+  config: dict[str, Any]  # the full config of the run that wrote it, as JSON
+  class_names: list[str] | None = None
+  data_layout: dict[str, Any] | None = None  # `restore.data_layout` of the run
+  val_top1: float | None = None  # the validation top-1 at this step, where evaluated
+
+  @classmethod
+  def of(
+    cls,
+    config: ml_collections.ConfigDict,
+    step: int,
+    class_names: list[str] | None,
+    data_layout: dict[str, Any] | None,
+    val_top1: float | None = None,
+  ) -> "CheckpointMeta":
+    """The meta of a checkpoint the run of `config` writes at `step`."""
+    names = None if class_names is None else list(class_names)
+    layout = None if data_layout is None else dict(data_layout)
+    cfg = json.loads(config.to_json_best_effort())
+    return cls(int(step), cfg, names, layout, None if val_top1 is None else float(val_top1))
+
+  def to_json(self) -> dict[str, Any]:
+    """The stored JSON (fields that are None are left out)."""
+    out: dict[str, Any] = {"step": self.step, "config": self.config}
+    if self.class_names is not None:
+      out["class_names"] = self.class_names
+    if self.data_layout is not None:
+      out["data_layout"] = self.data_layout
+    if self.val_top1 is not None:
+      out[BEST_METRIC] = self.val_top1
+    return out
+
+  @classmethod
+  def from_json(cls, d: Any) -> "CheckpointMeta":
+    """The meta of stored JSON; ValueError if it is not one (unknown keys are ignored)."""
+    if not isinstance(d, dict) or "step" not in d:
+      raise ValueError("no 'step' entry")
+    return cls(
+      int(d["step"]), d.get("config") or {}, d.get("class_names"), d.get("data_layout"),
+      d.get(BEST_METRIC),
+    )  # fmt: skip
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def checkpoint_steps(workdir: str | None) -> list[int]:
+  """Steps of the workdir's finished checkpoints (`checkpoints/<step>/`), ascending."""
+  if not workdir:
+    return []
+  d = pathlib.Path(checkpoint_dir(workdir))
+  if not d.is_dir():
+    return []
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def open_read_only(workdir: str) -> ocp.CheckpointManager:
@@ -64,18 +125,18 @@ def make_manager(workdir: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.Check
 
 def save(
   mngr: ocp.CheckpointManager,
-  step: int,
   state: Any,
-  meta: dict[str, Any],
-  *,
-  metrics: dict[str, float] | None = None,
+  meta: CheckpointMeta,
 ) -> None:
-  """Starts an (async) save of `state` and `meta` at `step`; no-op if that step exists."""
-  if step in mngr.all_steps():
+  """Starts an (async) save of `state` and `meta` at `meta.step`; no-op if that step exists."""
+  if meta.step in mngr.all_steps():
     return
+  metrics = None if meta.val_top1 is None else {BEST_METRIC: meta.val_top1}
   mngr.save(
-    step,
-    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    meta.step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta.to_json())
+    ),
     metrics=metrics,
     force=True,
   )
@@ -83,7 +144,7 @@ def save(
 
 def restore(
   mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, CheckpointMeta]:
   """Restores (state, meta) at `step` (default latest) onto `abstract_state`'s shardings.
 
   `abstract_state` may hold only some of the stored items (e.g. params, batch_stats and step for
@@ -103,4 +164,4 @@ def restore(
       meta=ocp.args.JsonRestore(),
     ),
   )
-  return r.state, dict(r.meta)
+  return r.state, CheckpointMeta.from_json(dict(r.meta))

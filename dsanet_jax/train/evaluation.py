@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
+from dsanet_jax.train import restore
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 from dsanet_jax.train.state import ModelDef, model_state
@@ -235,12 +236,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   loaded = state_lib.load(config, mesh, purpose="eval", workdir=workdir)
   config = loaded.config
   log_lib.log_banner(config, mesh, workdir)
-  class_names = state_lib.dataset_class_names(config)
-  if None not in (loaded.class_names, class_names) and loaded.class_names != class_names:
-    raise state_lib.StateError(
-      f"{loaded.source}: the checkpoint's class names differ from {config.data.name}'s "
-      "(a label order mismatch gives chance accuracy)"
-    )
+  class_names = restore.dataset_class_names(config)
+  restore.check_class_names(loaded.class_names, class_names, loaded.source)
   metrics, predictions = run_evaluation(
     config, mesh, loaded.mdef, loaded.state, final=True, class_names=class_names
   )

@@ -15,7 +15,6 @@ The loop's evaluations (periodic validation, the final test) and --mode=eval liv
 """
 
 import contextlib
-import json
 import math
 import os
 import signal
@@ -35,7 +34,7 @@ from jax.experimental import multihost_utils
 
 from dsanet_jax.models.flops import count_params
 from dsanet_jax.train import checkpoint as ckpt_lib
-from dsanet_jax.train import evaluation, optim
+from dsanet_jax.train import evaluation, optim, restore
 from dsanet_jax.train import logging as log_lib
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
@@ -209,23 +208,6 @@ def _steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[float, in
   return steps_per_epoch, max(1, math.ceil(config.train.num_epochs * steps_per_epoch))
 
 
-def _meta(
-  config: ml_collections.ConfigDict,
-  step: int,
-  class_names: list[str] | None,
-  extra: dict[str, Any] | None = None,
-  layout: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-  """A checkpoint's `meta` item: step, the full config, class names, the data layout, extras."""
-  m = {"step": int(step), "config": json.loads(config.to_json_best_effort())}
-  if class_names is not None:
-    m["class_names"] = list(class_names)
-  if layout is not None:
-    m["data_layout"] = dict(layout)
-  m.update(extra or {})
-  return m
-
-
 # ===================================================================================== the loop
 
 
@@ -250,9 +232,10 @@ class _Saver:
     self, step: int, state: State, log: log_lib.StepLog, val_top1: float | None = None
   ) -> None:
     log.flush()  # raises NonFiniteLossError before a bad state is saved
-    extra = {} if val_top1 is None else {ckpt_lib.BEST_METRIC: val_top1}
-    meta = _meta(self.config, step, self.class_names, extra, self.data_layout)
-    ckpt_lib.save(self.mngr, step, state, meta, metrics=extra or None)
+    meta = ckpt_lib.CheckpointMeta.of(
+      self.config, step, self.class_names, self.data_layout, val_top1
+    )
+    ckpt_lib.save(self.mngr, state, meta)
 
 
 def _compile(train_step: Any, state: State, batch: dict[str, jax.Array]) -> float:
@@ -436,7 +419,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # --------------------------------------------------------------------- input
     num_train, steps_per_epoch, total_steps = _input_sizes(config, mesh)
-    class_names = state_lib.dataset_class_names(config)
+    class_names = restore.dataset_class_names(config)
     _log_input(config, mesh, num_train, steps_per_epoch, total_steps)
 
     # --------------------------------------------------------------------- model
@@ -453,7 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       workdir=workdir,
       tx=tx,
       class_names=class_names,
-      layout=state_lib.data_layout(config, num_train),
+      layout=restore.data_layout(config, num_train),
     )
     state, start, class_names = loaded.state, loaded.start, loaded.class_names
     # after the (read-only) restore; closed on every exit, after any save in flight

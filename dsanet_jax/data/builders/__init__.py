@@ -18,7 +18,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from absl import logging
 
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import base, video
 from dsanet_jax.data.builders.kinetics import Kinetics400
 from dsanet_jax.data.builders.labelled_videos import LabelledVideos
 from dsanet_jax.data.builders.order_of_events import OrderOfEvents
@@ -61,7 +61,7 @@ def get_builder(
   config: tfds.core.BuilderConfig | None = None,
   manual_dir: str | None = None,
   num_workers: int | None = None,
-  decode_timeout: float | None = base.DEFAULT_DECODE_TIMEOUT,
+  decode_timeout: float | None = video.DEFAULT_DECODE_TIMEOUT,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `name` ('dataset[/config][:version]') under `data_dir`.
@@ -133,7 +133,7 @@ def ensure_prepared(
   manual_dir: str | None = None,
   num_workers: int | None = None,
   config: tfds.core.BuilderConfig | None = None,
-  decode_timeout: float | None = base.DEFAULT_DECODE_TIMEOUT,
+  decode_timeout: float | None = video.DEFAULT_DECODE_TIMEOUT,
   beam_options: Any = None,
   overwrite: bool = False,
   **config_overrides: Any,

@@ -1,5 +1,6 @@
 """What every video builder shares: the feature spec, the build loop (local processes or Beam),
-the skip records, the build record (metadata) and the dry-run check.
+the skip counts, the build record (metadata) and the dry-run check. One video's item, encode,
+example and skip record: `video.py`.
 
 The feature spec (the contract with the snippet pipeline, docs/design.md):
   video:      tfds.features.Video((None, None, None, 3), encoding_format='jpeg'): [T, H, W, 3]
@@ -21,7 +22,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -30,8 +31,7 @@ from absl import logging
 from etils import epath
 
 from dsanet_jax.data import decode
-
-SKIPPED_FILE = "skipped_{split}.json"
+from dsanet_jax.data.builders import video
 
 
 def video_features(class_names: list[str] | int, **extra: Any) -> tfds.features.FeaturesDict:
@@ -55,85 +55,6 @@ def video_features(class_names: list[str] | int, **extra: Any) -> tfds.features.
     raise ValueError(f"extra features {sorted(overlap)} clash with the shared feature spec")
   features.update(extra)
   return tfds.features.FeaturesDict(features)
-
-
-@dataclasses.dataclass
-class VideoBuilderConfig(tfds.core.BuilderConfig):
-  """Options shared by every video builder.
-
-  Attributes:
-    short_side: stored frames are resized so that min(H, W) == short_side; None = native size.
-    target_fps: None keeps the native frame rate; otherwise frames are resampled to it.
-    jpeg_quality: quality of the stored JPEG frames.
-  """
-
-  short_side: int | None = 256
-  target_fps: float | None = None
-  jpeg_quality: int = 90
-
-
-@dataclasses.dataclass
-class VideoItem:
-  """One video to encode.
-
-  Exactly one source: `path` (a video file, or a frame folder when `is_frame_dir`) or `render`
-  (a callable returning (uint8 [T, H, W, 3] frames, fps); the synthetic datasets). `error`, when
-  set, is a reason from `decode.REASONS` found before decoding (e.g. an unknown label). `window`:
-  the clip's (start, end) seconds in its source video, cut if the file is the whole source.
-  """
-
-  video_id: str
-  label: int
-  path: str | None = None
-  is_frame_dir: bool = False
-  frame_dir_fps: float = 30.0
-  render: Callable[[], tuple[np.ndarray, float]] | None = None
-  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-  error: tuple[str, str] | None = None
-  window: tuple[float, float] | None = None  # see decode.read_video
-
-
-DEFAULT_DECODE_TIMEOUT = 300.0  # seconds per video; a 10 s Kinetics clip decodes in about 1 s
-
-
-def encode_item(
-  item: VideoItem, cfg: VideoBuilderConfig, pool: decode.DecodePool | None
-) -> decode.EncodedVideo | decode.DecodeError:
-  """One item -> its frames, or the DecodeError that says why it is skipped.
-
-  Rendered items are encoded here; files are decoded by `pool` (needed for them). Only decode
-  errors are data: any other exception (a bug in the encode path) propagates.
-  """
-  try:
-    if item.render is not None:
-      frames, fps = item.render()
-      return decode.encode_frames(
-        frames, fps, short_side=cfg.short_side, jpeg_quality=cfg.jpeg_quality
-      )
-    return pool.run(decode_task(item, cfg))
-  except decode.DecodeError as e:
-    return e
-
-
-def decode_task(item: VideoItem, cfg: VideoBuilderConfig) -> decode.DecodeTask:
-  """The decoding job of a file item under the config's output options."""
-  return decode.DecodeTask(
-    path=item.path, is_frame_dir=item.is_frame_dir, frame_dir_fps=item.frame_dir_fps,
-    window=item.window, short_side=cfg.short_side, target_fps=cfg.target_fps,
-    jpeg_quality=cfg.jpeg_quality,
-  )  # fmt: skip
-
-
-def make_example(item: VideoItem, video: decode.EncodedVideo) -> dict[str, Any]:
-  """The TFDS example (the feature spec, module docstring) of a decoded item."""
-  return dict(
-    video=video.frames,
-    label=item.label,
-    video_id=item.video_id,
-    num_frames=video.num_frames,
-    fps=video.fps,
-    **item.extra,
-  )
 
 
 def file_stats(path: str) -> dict[str, Any]:
@@ -194,7 +115,7 @@ def _duration(seconds: float) -> str:
 class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the video builders: subclasses define `_class_names()` and `_list_items()`.
 
-  `_list_items(manual_dir)` parses the annotations and finds the files: {split: [VideoItem]}.
+  `_list_items(manual_dir)` parses the annotations and finds the files: {split: [video.VideoItem]}.
   The shared loop decodes the files in `num_workers` processes (default: all cores; each video
   has `decode_timeout` seconds), shows progress, records and skips bad videos, and writes the
   skip list at the end of each split. With Beam options in the DownloadConfig, each split is a
@@ -217,7 +138,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     *,
     num_workers: int | None = None,
     manual_dir: str | None = None,
-    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
+    decode_timeout: float | None = video.DEFAULT_DECODE_TIMEOUT,
     **kwargs: Any,
   ) -> None:
     """`manual_dir` lets builders whose class list lives with the downloaded files (SSv2) read
@@ -242,7 +163,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   def _description(self) -> str:
     return (type(self).__doc__ or "").strip()
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     """{split: items}: the annotations parsed and the files located, nothing decoded."""
     raise NotImplementedError
 
@@ -288,7 +209,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     return out
 
   def _generate_from_items(
-    self, split: str, items: Iterable[VideoItem]
+    self, split: str, items: Iterable[video.VideoItem]
   ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields (video_id, example) for the good items; records the bad ones (module docstring)."""
     items = list(items)
@@ -299,32 +220,32 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       for item, result in zip(todo, self._encode_all(todo)):
         progress.update(isinstance(result, decode.DecodeError))
         if isinstance(result, decode.DecodeError):
-          skipped.append(skip_record(item, result.reason, result.detail))
+          skipped.append(video.skip_record(item, result.reason, result.detail))
           continue
         kept += 1
-        yield item.video_id, make_example(item, result)
+        yield item.video_id, video.make_example(item, result)
     finally:
       progress.close()
     if not kept:
       raise self._nothing_kept(split, len(items), skipped)
-    path = os.path.join(os.fspath(self.data_dir), SKIPPED_FILE.format(split=split))
-    write_skipped(path, skipped)
+    path = os.path.join(os.fspath(self.data_dir), video.SKIPPED_FILE.format(split=split))
+    video.write_skipped(path, skipped)
     self._report_skipped(split, len(items), skipped)
 
   def _encode_all(
-    self, items: list[VideoItem]
+    self, items: list[video.VideoItem]
   ) -> Iterator[decode.EncodedVideo | decode.DecodeError]:
-    """The results of `encode_item`, in order: files decoded in a process pool."""
+    """The results of `video.encode_item`, in order: files decoded in a process pool."""
     cfg = self.builder_config
     if all(i.render is not None for i in items):
-      yield from (encode_item(i, cfg, None) for i in items)
+      yield from (video.encode_item(i, cfg, None) for i in items)
       return
     if any(i.render is not None for i in items):
       raise ValueError(f"{self.name}: a split mixes rendered and file items")
     with decode.DecodePool(min(self._num_workers, len(items)), self._decode_timeout) as pool:
-      yield from pool.imap(decode_task(i, cfg) for i in items)
+      yield from pool.imap(video.decode_task(i, cfg) for i in items)
 
-  def _beam_split(self, split: str, items: list[VideoItem]) -> Any:
+  def _beam_split(self, split: str, items: list[video.VideoItem]) -> Any:
     from dsanet_jax.data.builders import beam_build  # Beam is imported only when asked for
 
     skipped, todo = _screen(items)
@@ -332,7 +253,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     work_dir = os.path.join(root, f"beam_items_{split}")
     self._beam_splits[split] = (len(items), work_dir)
     return beam_build.GenerateSplit(
-      todo, skipped, os.path.join(root, SKIPPED_FILE.format(split=split)), work_dir,
+      todo, skipped, os.path.join(root, video.SKIPPED_FILE.format(split=split)), work_dir,
       config=self.builder_config, decode_timeout=self._decode_timeout,
     )  # fmt: skip
 
@@ -342,7 +263,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     del pipeline_result
     for split, (listed, work_dir) in self._beam_splits.items():
       epath.Path(work_dir).rmtree(missing_ok=True)
-      skipped = read_skipped(self.data_dir, split)
+      skipped = video.read_skipped(self.data_dir, split)
       if len(skipped) == listed:
         raise self._nothing_kept(split, listed, skipped)
       self._report_skipped(split, listed, skipped)
@@ -363,7 +284,9 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     )
     msg = f"{self.name}/{self.builder_config.name} {split}: kept {total - len(skipped)} of {total}"
     if skipped:
-      msg += f", skipped {len(skipped)} {dict(counts)}; list in {SKIPPED_FILE.format(split=split)}"
+      msg += (
+        f", skipped {len(skipped)} {dict(counts)}; list in {video.SKIPPED_FILE.format(split=split)}"
+      )
     logging.info(msg)
     print(msg, flush=True)
 
@@ -421,7 +344,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     out = {}
     listed = self._list_items(manual_dir)
     for split, items in listed.items():
-      problems = [skip_record(i, *i.error) for i in items if i.error is not None]
+      problems = [video.skip_record(i, *i.error) for i in items if i.error is not None]
       found = sum(
         i.error is None and (i.render is not None or (i.path and os.path.exists(i.path)))
         for i in items
@@ -451,17 +374,17 @@ def _expand(path: str | None) -> str | None:
   return os.path.expanduser(path) if path else path
 
 
-def _screen(items: list[VideoItem]) -> tuple[list[dict[str, str]], list[VideoItem]]:
+def _screen(items: list[video.VideoItem]) -> tuple[list[dict[str, str]], list[video.VideoItem]]:
   """(records of the items bad before decoding, incl. repeated ids; the items to decode)."""
   skipped: list[dict[str, str]] = []
   seen: set[str] = set()
-  todo: list[VideoItem] = []
+  todo: list[video.VideoItem] = []
   for item in items:
     if item.error is None and item.video_id in seen:
       item.error = (decode.DUPLICATE_ID, f"video id {item.video_id!r} listed twice")
     seen.add(item.video_id)
     if item.error is not None:
-      skipped.append(skip_record(item, *item.error))
+      skipped.append(video.skip_record(item, *item.error))
     else:
       todo.append(item)
   return skipped, todo
@@ -493,20 +416,3 @@ def find_manual_file(manual_dir: str, candidates: tuple[str, ...], what: str) ->
     f"{what}: none of {list(candidates)} found in the manual folder {manual_dir} "
     "(see the builder's MANUAL_DOWNLOAD_INSTRUCTIONS / docs/data.md)"
   )
-
-
-def skip_record(item: VideoItem, reason: str, detail: str) -> dict[str, str]:
-  return dict(video_id=item.video_id, path=item.path or "", reason=reason, detail=detail)
-
-
-def write_skipped(path: str, skipped: list[dict[str, str]]) -> None:
-  """Writes a skip list (local or remote path: Beam workers may write to GCS)."""
-  epath.Path(path).write_text(json.dumps(skipped, indent=1))
-
-
-def read_skipped(data_dir: str | os.PathLike, split: str) -> list[dict[str, str]]:
-  """The skip list of a split prepared in `data_dir` (module docstring)."""
-  path = epath.Path(data_dir) / SKIPPED_FILE.format(split=split)
-  if not path.exists():
-    raise FileNotFoundError(f"{path}: no skip list (was split {split!r} built?)")
-  return json.loads(path.read_text())

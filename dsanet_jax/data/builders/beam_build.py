@@ -20,13 +20,13 @@ import apache_beam as beam
 from etils import epath
 
 from dsanet_jax.data import decode
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import video
 
 SKIPPED_TAG = "skipped"
 CHUNK = 256  # items per work file
 
 
-def write_chunks(items: list[base.VideoItem], work_dir: str) -> list[str]:
+def write_chunks(items: list[video.VideoItem], work_dir: str) -> list[str]:
   """Writes (index, item) pairs in files of CHUNK items to `work_dir`; returns their paths."""
   root = epath.Path(work_dir)
   root.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def write_chunks(items: list[base.VideoItem], work_dir: str) -> list[str]:
   return paths
 
 
-def read_chunk(path: str) -> list[tuple[int, base.VideoItem]]:
+def read_chunk(path: str) -> list[tuple[int, video.VideoItem]]:
   """The (index, item) pairs of one work file (written by `write_chunks` of this build)."""
   return pickle.loads(epath.Path(path).read_bytes())
 
@@ -47,7 +47,7 @@ def read_chunk(path: str) -> list[tuple[int, base.VideoItem]]:
 class EncodeVideos(beam.DoFn):
   """(index, VideoItem) -> (video_id, example), or (index, skip record) on `SKIPPED_TAG`."""
 
-  def __init__(self, config: base.VideoBuilderConfig, decode_timeout: float | None) -> None:
+  def __init__(self, config: video.VideoBuilderConfig, decode_timeout: float | None) -> None:
     super().__init__()
     self.config = config
     self.decode_timeout = decode_timeout
@@ -61,18 +61,18 @@ class EncodeVideos(beam.DoFn):
       self.pool.close()
       self.pool = None
 
-  def process(self, element: tuple[int, base.VideoItem]) -> Iterator[Any]:
+  def process(self, element: tuple[int, video.VideoItem]) -> Iterator[Any]:
     index, item = element
-    result = base.encode_item(item, self.config, self.pool)
+    result = video.encode_item(item, self.config, self.pool)
     if isinstance(result, decode.DecodeError):
-      record = base.skip_record(item, result.reason, result.detail)
+      record = video.skip_record(item, result.reason, result.detail)
       yield beam.pvalue.TaggedOutput(SKIPPED_TAG, (index, record))
       return
-    yield item.video_id, base.make_example(item, result)
+    yield item.video_id, video.make_example(item, result)
 
 
 def _write_skipped(found: list[tuple[int, dict[str, str]]], before: list, path: str) -> None:
-  base.write_skipped(path, before + [record for _, record in sorted(found, key=lambda x: x[0])])
+  video.write_skipped(path, before + [record for _, record in sorted(found, key=lambda x: x[0])])
 
 
 class GenerateSplit(beam.PTransform):
@@ -80,12 +80,12 @@ class GenerateSplit(beam.PTransform):
 
   def __init__(
     self,
-    items: list[base.VideoItem],
+    items: list[video.VideoItem],
     skipped_before: list[dict[str, str]],
     skipped_path: str,
     work_dir: str,
     *,
-    config: base.VideoBuilderConfig,
+    config: video.VideoBuilderConfig,
     decode_timeout: float | None,
   ) -> None:
     """`skipped_before`: the records of the items found bad before decoding; `work_dir`: where

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dsanet_jax.data import annotations, decode
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import base, video
 
 LABEL_MAP = "kinetics400_label_map.txt"
 KINETICS_FPS = 30.0  # the original extracts Kinetics frames at 30 fps (spec §4.1)
@@ -69,7 +69,7 @@ def find_video(index: dict, row: annotations.KineticsRow) -> str | None:
 
 
 @dataclasses.dataclass
-class KineticsConfig(base.VideoBuilderConfig):
+class KineticsConfig(video.VideoBuilderConfig):
   """Kinetics-400 options.
 
   Attributes:
@@ -198,7 +198,7 @@ class Kinetics400(base.VideoDatasetBuilder):
         csvs[split] = base.find_manual_file(manual_dir, annotation_candidates(split), split)
     return csvs
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     csvs = self._split_csvs(manual_dir)
     if not csvs:
       raise FileNotFoundError(
@@ -227,7 +227,7 @@ class Kinetics400(base.VideoDatasetBuilder):
     names: list[str],
     index: dict[str, list[tuple[str, int | None, int | None]]],
     manual_dir: str,
-  ) -> list[base.VideoItem]:
+  ) -> list[video.VideoItem]:
     class_id = {n: i for i, n in enumerate(names)}
     subset_ids = self._subset_ids(manual_dir, split)
     items = []
@@ -236,7 +236,7 @@ class Kinetics400(base.VideoDatasetBuilder):
         continue
       if self._is_subset() and subset_ids is None and row.label not in class_id:
         continue  # a class-only subset: other classes are out of the subset, not bad input
-      item = base.VideoItem(
+      item = video.VideoItem(
         video_id=row.youtube_id,
         label=-1 if row.label is None else class_id.get(row.label, -1),
         path=find_video(index, row),

@@ -17,11 +17,11 @@ import dataclasses
 import os
 
 from dsanet_jax.data import annotations, decode
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import base, video
 
 
 @dataclasses.dataclass
-class LabelledVideosConfig(base.VideoBuilderConfig):
+class LabelledVideosConfig(video.VideoBuilderConfig):
   """A labelled video set; relative paths are relative to the manual folder.
 
   Attributes:
@@ -74,7 +74,7 @@ class LabelledVideos(base.VideoDatasetBuilder):
     path = self._config_path(self.builder_config.class_names_file, manual_dir)
     return {"class list": path if os.path.isfile(path) else None}
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     cfg = self.builder_config
     if not cfg.split_files:
       raise ValueError(f"{self.name}/{cfg.name}: the config needs split_files")
@@ -85,7 +85,7 @@ class LabelledVideos(base.VideoDatasetBuilder):
       for split, path in cfg.split_files.items()
     }
 
-  def _items(self, list_file: str, names: list[str], root: str) -> list[base.VideoItem]:
+  def _items(self, list_file: str, names: list[str], root: str) -> list[video.VideoItem]:
     cfg = self.builder_config
     class_id = {n: i for i, n in enumerate(names)}
     items = []
@@ -101,7 +101,7 @@ class LabelledVideos(base.VideoDatasetBuilder):
       else:
         error = (decode.UNKNOWN_LABEL, f"{list_file}:{line}: {token!r} is not a class")
       items.append(
-        base.VideoItem(
+        video.VideoItem(
           video_id=rel,
           label=label,
           path=path,

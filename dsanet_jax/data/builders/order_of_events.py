@@ -38,7 +38,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import base, video
 
 EVENT_NAMES = ("square", "disc", "bar", "cross")
 EVENT_COLOURS = ((220, 40, 40), (40, 200, 60), (50, 80, 230), (235, 220, 40))
@@ -48,7 +48,7 @@ _SPLIT_CODE = {"train": 0, "validation": 1}
 
 
 @dataclasses.dataclass
-class OrderOfEventsConfig(base.VideoBuilderConfig):
+class OrderOfEventsConfig(video.VideoBuilderConfig):
   """Shape of the synthetic set (module docstring); `orderings` are the classes."""
 
   short_side: int | None = 32
@@ -164,16 +164,16 @@ class OrderOfEvents(base.VideoDatasetBuilder):
   def target_fps(self) -> float:
     return float(self.builder_config.fps)  # every video is rendered at this rate
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     del manual_dir  # nothing to download
     cfg = self.builder_config
     sizes = {"train": cfg.num_train, "validation": cfg.num_validation}
     return {split: self._items(split, n) for split, n in sizes.items()}
 
-  def _items(self, split: str, num: int) -> list[base.VideoItem]:
+  def _items(self, split: str, num: int) -> list[video.VideoItem]:
     cfg = self.builder_config
     return [
-      base.VideoItem(
+      video.VideoItem(
         video_id=f"{split}_{i:05d}",
         label=int(label),
         render=functools.partial(render_video, cfg, split, i, int(label)),

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import tensorflow_datasets as tfds
 
 from dsanet_jax.data import annotations, decode
-from dsanet_jax.data.builders import base
+from dsanet_jax.data.builders import base, video
 
 NUM_CLASSES = 174
 SSV2_FPS = 12.0  # the SSv2 webm videos and the frames extracted from them at native rate
@@ -20,7 +20,7 @@ SSV1_FPS = 12.0  # the SSv1 JPEG release was extracted at 12 fps
 
 
 @dataclasses.dataclass
-class SomethingConfig(base.VideoBuilderConfig):
+class SomethingConfig(video.VideoBuilderConfig):
   """Options of the Something-Something builders.
 
   Attributes:
@@ -93,7 +93,7 @@ class _SomethingBase(base.VideoDatasetBuilder, skip_registration=True):
     except FileNotFoundError:
       return {"class list": None}
 
-  def _list_items(self, manual_dir: str | None) -> dict[str, list[base.VideoItem]]:
+  def _list_items(self, manual_dir: str | None) -> dict[str, list[video.VideoItem]]:
     names = self._read_names(manual_dir)
     self._set_names(names)
     class_id = {n: i for i, n in enumerate(names)}
@@ -129,13 +129,13 @@ class _SomethingBase(base.VideoDatasetBuilder, skip_registration=True):
       raise ValueError(f"{self.name}: {len(names)} classes, expected {feature.num_classes}")
     feature.names = names
 
-  def _item(self, manual_dir: str, video_id: str, label: int) -> base.VideoItem:
+  def _item(self, manual_dir: str, video_id: str, label: int) -> video.VideoItem:
     cfg = self.builder_config
     path, is_dir = locate(
       manual_dir, video_id, source=cfg.source, video_dirs=self.VIDEO_DIRS,
       frame_dirs=self.FRAME_DIRS,
     )  # fmt: skip
-    item = base.VideoItem(
+    item = video.VideoItem(
       video_id=video_id,
       label=label,
       path=path,
