@@ -165,10 +165,11 @@ def validate(config: ml_collections.ConfigDict, mode: str) -> None:
     except (state.StateError, ValueError, FileNotFoundError) as e:
       _fail(str(e))
   if mode in ("train", "eval"):
+    from dsanet_jax.common import data_spec
     from dsanet_jax.data import pipeline
 
     try:
-      pipeline.load_builder(config)
+      pipeline.load_builder(data_spec.from_config(config))
     except (ValueError, FileNotFoundError) as e:
       _fail(str(e).splitlines()[0])
 

@@ -7,6 +7,7 @@ import torch
 from flax import nnx
 
 from configs.base import DSA_R18_INSERT_FREQ, get_base_config
+from dsanet_jax.common import data_spec
 from dsanet_jax.convert import port, torch_checkpoint
 from dsanet_jax.convert import torch_reference as tr
 from dsanet_jax.data import pipeline, transforms
@@ -110,11 +111,15 @@ def test_raw_baseline_decodes_the_pipelines_crops(ramp_builder):
   """The boxes of `sampled_crops` are the ones the pipeline decodes: its first clip equals
   resize + normalise of `decode_and_crop_jpeg` at those boxes (and not of the whole frame)."""
   cfg = _input_config()
-  jpegs, boxes = benchmark_input.sampled_crops(cfg, 1, ramp_builder)
+  jpegs, boxes = benchmark_input.sampled_crops(data_spec.from_config(cfg), 1, ramp_builder)
   assert jpegs.shape == (6,) and boxes.shape == (6, 4)
   assert not np.all(boxes.numpy()[:, 2:] == [H, W])  # a real crop, not the whole frame
   ds = pipeline.make_train_dataset(
-    cfg, local_batch_size=1, process_index=0, process_count=1, builder=ramp_builder
+    data_spec.from_config(cfg),
+    local_batch_size=1,
+    process_index=0,
+    process_count=1,
+    builder=ramp_builder,
   )
   got = next(ds.as_numpy_iterator())["video"][0].reshape(6, 16, 16, 3)
 
@@ -132,7 +137,12 @@ def test_raw_baseline_decodes_the_pipelines_crops(ramp_builder):
 def test_benchmark_input_runs(ramp_builder):
   cfg = _input_config()
   r = benchmark_input.run(
-    cfg, batch_size=2, num_batches=2, repeats=1, raw_clips=3, builder=ramp_builder
+    data_spec.from_config(cfg),
+    batch_size=2,
+    num_batches=2,
+    repeats=1,
+    raw_clips=3,
+    builder=ramp_builder,
   )
   assert r["frames_per_s"] > 0 and r["raw_decode_crop_frames_per_s"] > 0
   assert 0 < r["mean_crop_area"] < 1

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
+from dsanet_jax.common import data_spec
 from dsanet_jax.data import pipeline, transforms
 from tests.test_sampling import spec_frame_indices, spec_test_offsets
 
@@ -133,7 +134,11 @@ def _take(it, n):
 def test_train_batches_shapes_normalisation_and_sampled_frames(builder):
   cfg = _cfg()
   it = pipeline.make_train_iterator(
-    cfg, local_batch_size=5, process_index=0, process_count=1, builder=builder
+    data_spec.from_config(cfg),
+    local_batch_size=5,
+    process_index=0,
+    process_count=1,
+    builder=builder,
   )
   batches = _take(it, 4)  # two epochs of 10
   b = batches[0]
@@ -163,20 +168,24 @@ def test_train_batches_shapes_normalisation_and_sampled_frames(builder):
 def test_train_determinism_and_resume(builder):
   cfg = _cfg(shuffle_buffer=4)
   kw = dict(local_batch_size=3, process_index=0, process_count=1, builder=builder)
-  full = _take(pipeline.make_train_iterator(cfg, **kw), 9)  # 27 examples: crosses 2 epochs
-  again = _take(pipeline.make_train_iterator(cfg, **kw), 9)
+  full = _take(
+    pipeline.make_train_iterator(data_spec.from_config(cfg), **kw), 9
+  )  # 27 examples: crosses 2 epochs
+  again = _take(pipeline.make_train_iterator(data_spec.from_config(cfg), **kw), 9)
   for a, b in zip(full, again):
     np.testing.assert_array_equal(a["video"], b["video"])
     np.testing.assert_array_equal(a["label"], b["label"])
   for k in (2, 4, 7):  # within epoch 0, at 12 (epoch 1, offset 2), at 21 (epoch 2, offset 1)
-    resumed = _take(pipeline.make_train_iterator(cfg, start_step=k, **kw), 9 - k)
+    resumed = _take(
+      pipeline.make_train_iterator(data_spec.from_config(cfg), start_step=k, **kw), 9 - k
+    )
     for i, r in enumerate(resumed):
       np.testing.assert_array_equal(r["video"], full[k + i]["video"], err_msg=f"start_step={k}")
       np.testing.assert_array_equal(r["label"], full[k + i]["label"])
-  other = _take(pipeline.make_train_iterator(_cfg(), **kw), 1)
+  other = _take(pipeline.make_train_iterator(data_spec.from_config(_cfg()), **kw), 1)
   cfg_seed = _cfg()
   cfg_seed.seed = 1
-  other_seed = _take(pipeline.make_train_iterator(cfg_seed, **kw), 1)
+  other_seed = _take(pipeline.make_train_iterator(data_spec.from_config(cfg_seed), **kw), 1)
   np.testing.assert_array_equal(other[0]["video"], full[0]["video"])
   assert not np.array_equal(other_seed[0]["video"], full[0]["video"])
 
@@ -186,7 +195,11 @@ def test_train_bfloat16_and_two_processes_partition(builder):
   seen = []
   for p in range(2):
     it = pipeline.make_train_iterator(
-      cfg, local_batch_size=5, process_index=p, process_count=2, builder=builder
+      data_spec.from_config(cfg),
+      local_batch_size=5,
+      process_index=p,
+      process_count=2,
+      builder=builder,
     )
     b = next(it)
     assert b["video"].dtype.name == "bfloat16"
@@ -199,7 +212,11 @@ def _lr_clips(cfg, builder, n_batches: int = 6):
   """(grey [U, T, S, S] of channel 0 on the 0-255 scale, label) of each training clip of the
   production pipeline (make_train_iterator) over `n_batches` batches of 4."""
   it = pipeline.make_train_iterator(
-    cfg, local_batch_size=4, process_index=0, process_count=1, builder=builder
+    data_spec.from_config(cfg),
+    local_batch_size=4,
+    process_index=0,
+    process_count=1,
+    builder=builder,
   )
   for b in _take(it, n_batches):
     grey = b["video"][..., 0] * cfg.data.std[0] + cfg.data.mean[0]
@@ -252,9 +269,9 @@ def test_flip_guards():
   cfg = _cfg()
   cfg.data.name = "something_something_v2"
   with pytest.raises(ValueError, match=r"data\.flip=True for 'something_something_v2'"):
-    pipeline._check_flip(cfg)
+    pipeline._check_flip(data_spec.from_config(cfg))
   cfg.data.flip = False
-  pipeline._check_flip(cfg)
+  pipeline._check_flip(data_spec.from_config(cfg))
 
 
 def test_eval_exactly_once_over_two_uneven_processes(builder):
@@ -262,7 +279,11 @@ def test_eval_exactly_once_over_two_uneven_processes(builder):
   kw = dict(split="validation", local_batch_size=2, num_segments=4, num_crops=3, builder=builder)
   counts, ids = [], []
   for p in range(2):  # 7 examples: shares of 3 and 4
-    batches = list(pipeline.make_eval_iterator(cfg, process_index=p, process_count=2, **kw))
+    batches = list(
+      pipeline.make_eval_iterator(
+        data_spec.from_config(cfg), process_index=p, process_count=2, **kw
+      )
+    )
     counts.append(len(batches))
     for b in batches:
       assert b["video"].shape == (2, 3, 4, 3, 32, 32, 3)
@@ -276,7 +297,7 @@ def test_eval_exactly_once_over_two_uneven_processes(builder):
 def test_eval_views_are_test_centres_and_crops(builder):
   cfg = _cfg()
   it = pipeline.make_eval_iterator(
-    cfg,
+    data_spec.from_config(cfg),
     split="validation",
     local_batch_size=7,
     process_index=0,
@@ -330,7 +351,7 @@ def test_eval_more_processes_than_examples(builder):
   for p in range(8):  # 7 examples over 8 processes: one process has none, all run one batch
     batches = list(
       pipeline.make_eval_iterator(
-        cfg,
+        data_spec.from_config(cfg),
         split="validation",
         local_batch_size=2,
         process_index=p,
@@ -359,7 +380,7 @@ def test_something_something_configs_never_flip_without_the_map():
   assert len(cfgs) == 2, [name for name, _ in cfgs]  # SSv1 and SSv2
   for name, cfg in cfgs:
     assert not cfg.data.flip or cfg.data.flip_label_pairs, name
-    pipeline._check_flip(cfg)
+    pipeline._check_flip(data_spec.from_config(cfg))
 
 
 def test_default_dataset_end_to_end(tmp_path):
@@ -367,15 +388,19 @@ def test_default_dataset_end_to_end(tmp_path):
 
   cfg = get_config()
   cfg.data.data_dir = str(tmp_path)  # builds the embedded order_of_events here (seconds)
-  names = pipeline.class_names(cfg)
+  names = pipeline.class_names(data_spec.from_config(cfg))
   assert len(names) == cfg.model.num_classes
-  b = next(pipeline.make_train_iterator(cfg, local_batch_size=4, process_index=1, process_count=2))
+  b = next(
+    pipeline.make_train_iterator(
+      data_spec.from_config(cfg), local_batch_size=4, process_index=1, process_count=2
+    )
+  )
   u, t, s = cfg.model.num_segments, cfg.data.num_frames, cfg.data.crop_size
   assert b["video"].shape == (4, u, t, s, s, 3) and np.isfinite(b["video"]).all()
   assert set(b["label"].tolist()) <= set(range(len(names)))
-  n_val = pipeline.num_examples(cfg, cfg.data.eval_split)
+  n_val = pipeline.num_examples(data_spec.from_config(cfg), cfg.data.eval_split)
   ev = pipeline.make_eval_iterator(
-    cfg,
+    data_spec.from_config(cfg),
     split=cfg.data.eval_split,
     local_batch_size=n_val,
     process_index=0,
@@ -409,7 +434,7 @@ def test_eval_prepare_of_one_example_equals_the_pipeline(builder):
   kw = dict(num_segments=2, num_crops=3, crop_size=24)
   (b,) = list(
     pipeline.make_eval_iterator(
-      cfg,
+      data_spec.from_config(cfg),
       split="validation",
       local_batch_size=NUM_VAL,
       process_index=0,
@@ -419,7 +444,9 @@ def test_eval_prepare_of_one_example_equals_the_pipeline(builder):
     )
   )
   ex = next(iter(pipeline.read_examples(builder, "validation", 2, 3)))
-  one = pipeline.eval_views(cfg, kw["num_segments"], kw["num_crops"], kw["crop_size"], ex)
+  one = pipeline.eval_views(
+    data_spec.from_config(cfg), kw["num_segments"], kw["num_crops"], kw["crop_size"], ex
+  )
   (i,) = np.flatnonzero(b["video_id"] == one["video_id"].numpy())
   np.testing.assert_array_equal(one["video"].numpy(), b["video"][i])
   assert int(one["label"]) == b["label"][i]
@@ -430,7 +457,9 @@ def test_eval_crops_are_left_centre_right_per_crop_major():
   img = np.tile(np.linspace(0, 255, W).astype(np.uint8)[None, :, None], (H, 1, 3))  # dark -> bright
   jpeg = tf.io.encode_jpeg(tf.constant(img), quality=95)
   ex = {"video": tf.stack([jpeg] * 10), "label": tf.constant(1), "video_id": tf.constant(b"x")}
-  out = pipeline.eval_views(cfg, 2, 3, 32, ex)["video"].numpy()  # [crops, U, T, S, S, 3]
+  out = pipeline.eval_views(data_spec.from_config(cfg), 2, 3, 32, ex)[
+    "video"
+  ].numpy()  # [crops, U, T, S, S, 3]
   assert out.shape == (3, 2, 3, 32, 32, 3)
   means = out[..., 0].mean(axis=(1, 2, 3, 4))
   assert means[0] < means[1] < means[2]

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 
+from dsanet_jax.common import data_spec
 from dsanet_jax.tools import fuse_scores
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -59,7 +60,7 @@ def test_dsa_kernels_depend_on_the_video(headline_runs):
   cfg.data.data_dir = str(headline_runs.root / "tfds")
   model, _, _ = explain.load_eval_model(cfg, str(headline_runs.workdir("dsa")))
   it = pipeline.make_eval_iterator(
-    cfg,
+    data_spec.from_config(cfg),
     split=cfg.data.eval_split,
     local_batch_size=32,
     process_index=0,

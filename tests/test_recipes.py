@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
+from dsanet_jax.common import data_spec
 from dsanet_jax.data import pipeline, transforms
 from dsanet_jax.tools import sample_frames
 from tests.test_train_configs import CONFIGS, VARIANTS
@@ -58,7 +59,7 @@ def test_snippets_are_distinct_and_cover_the_video(name, arg):
   step = max(1, len(lengths) // 24)
   for n in [*lengths[::step], lengths[-1]]:
     for index in range(3):
-      out = sample_frames.sample_frames(cfg, n, epoch=index, index=index)
+      out = sample_frames.sample_frames(data_spec.from_config(cfg), n, epoch=index, index=index)
       assert len(out["train"]) == u and len(out["train"][0]) == cfg.data.num_frames
       if u > 1:
         assert _distinct(out["train"]), (name, arg, n, out["train"])
@@ -71,7 +72,7 @@ def test_snippets_are_distinct_and_cover_the_video(name, arg):
 def test_kinetics_recipe_would_collapse_on_something_something():
   """The coverage check can fail: the K400 sampling (T8 x stride 8) on 48-frame videos."""
   k400 = importlib.import_module("configs.kinetics400.dsa_i3d_r50").get_config()
-  out = sample_frames.sample_frames(k400, 48)
+  out = sample_frames.sample_frames(data_spec.from_config(k400), 48)
   assert not out["train_distinct"] and not out["test_distinct"]
 
 
@@ -142,14 +143,14 @@ def _cfg(fps):
 
 @pytest.mark.parametrize(("built", "wanted"), [(30.0, 30.0), (None, None), (12.0, 12.0)])
 def test_frame_rate_check_accepts_matching_rates(tmp_path, built, wanted):
-  pipeline.check_frame_rate(_cfg(wanted), _rated(tmp_path, built))
+  pipeline.check_frame_rate(data_spec.from_config(_cfg(wanted)), _rated(tmp_path, built))
 
 
 @pytest.mark.parametrize(("built", "wanted"), [(25.0, 30.0), (None, 30.0), (30.0, None)])
 def test_frame_rate_check_fails_on_a_mismatch(tmp_path, built, wanted):
   b = _rated(tmp_path, built)
   with pytest.raises(ValueError, match="frame rate mismatch") as e:
-    pipeline.check_frame_rate(_cfg(wanted), b)
+    pipeline.check_frame_rate(data_spec.from_config(_cfg(wanted)), b)
   msg = str(e.value)
   assert "data.fps" in msg and ("--target_fps=" in msg) == (wanted is not None)
   assert ("native rates" in msg) == (built is None or wanted is None)
@@ -157,7 +158,11 @@ def test_frame_rate_check_fails_on_a_mismatch(tmp_path, built, wanted):
     assert rate is None or f"{rate:g} fps" in msg
   with pytest.raises(ValueError, match="frame rate mismatch"):  # the pipeline opens no dataset
     pipeline.make_train_dataset(
-      _cfg(wanted), local_batch_size=1, process_index=0, process_count=1, builder=b
+      data_spec.from_config(_cfg(wanted)),
+      local_batch_size=1,
+      process_index=0,
+      process_count=1,
+      builder=b,
     )
 
 
@@ -165,7 +170,7 @@ def test_frame_rate_check_only_warns_without_the_key(tmp_path, caplog):
   b = _rated(tmp_path, RatedVideos.UNSET)
   assert "target_fps" not in (b.info.metadata or {})
   with caplog.at_level("WARNING"):
-    pipeline.check_frame_rate(_cfg(30.0), b)
+    pipeline.check_frame_rate(data_spec.from_config(_cfg(30.0)), b)
   assert "records no frame rate" in caplog.text
 
 
@@ -229,9 +234,12 @@ def test_train_crop_dispatch_clips_the_original_box():
   cfg = get_base_config()
   cfg.data.train_crop = "random_resized_original"
   boxes = np.stack(
-    [pipeline.train_crop_box(cfg, 256, 340, tf.constant([s, 1])).numpy() for s in range(100)]
+    [
+      pipeline.train_crop_box(data_spec.from_config(cfg), 256, 340, tf.constant([s, 1])).numpy()
+      for s in range(100)
+    ]
   )
   assert not _truncated(boxes, 256, 340).any()
   cfg.data.train_crop = "centre"
   with pytest.raises(ValueError, match=r"data\.train_crop must be one of"):
-    pipeline.train_crop_box(cfg, 256, 340, tf.constant([0, 1]))
+    pipeline.train_crop_box(data_spec.from_config(cfg), 256, 340, tf.constant([0, 1]))

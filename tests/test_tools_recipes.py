@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from configs.something_something_v2 import dsa_i3d_r50 as ssv2
+from dsanet_jax.common import data_spec
 from dsanet_jax.data import pipeline
 from dsanet_jax.tools import fuse_scores, sample_frames
 from dsanet_jax.train import evaluator
@@ -62,9 +63,9 @@ def test_sample_frames_json_snippets_are_distinct_and_cover(config, frames):
       )
       assert proc.returncode == 0, proc.stderr[-2000:]
       out = json.loads(proc.stdout.strip().splitlines()[-1])
-      assert out == sample_frames.sample_frames(cfg, n)
+      assert out == sample_frames.sample_frames(data_spec.from_config(cfg), n)
     else:
-      out = sample_frames.sample_frames(cfg, n)
+      out = sample_frames.sample_frames(data_spec.from_config(cfg), n)
     for key, count in (("train", 4), ("test", 8)):
       snippets = out[key]
       assert len(snippets) == count and all(len(s) == 8 for s in snippets), (config, n, key)
@@ -76,14 +77,23 @@ def test_sample_frames_json_snippets_are_distinct_and_cover(config, frames):
 
 def test_sample_frames_are_the_pipelines_own():
   cfg = ssv2.get_config()
-  out = sample_frames.sample_frames(cfg, 40, epoch=2, index=5)
-  s_time, _ = pipeline.train_seeds(cfg, tf.constant(2, tf.int64), tf.constant(5))
-  want = pipeline.train_frame_indices(cfg, tf.constant(40), s_time).numpy().tolist()
+  out = sample_frames.sample_frames(data_spec.from_config(cfg), 40, epoch=2, index=5)
+  s_time, _ = pipeline.train_seeds(
+    data_spec.from_config(cfg), tf.constant(2, tf.int64), tf.constant(5)
+  )
+  want = (
+    pipeline.train_frame_indices(data_spec.from_config(cfg), tf.constant(40), s_time)
+    .numpy()
+    .tolist()
+  )
   assert out["train"] == want
   # a training example's frames in the tf.data pipeline are exactly these (the gather of _read's
   # frames goes through the same train_frame_indices)
-  assert out["test"] == pipeline.eval_frame_indices(cfg, tf.constant(40), 8).numpy().tolist()
-  other = sample_frames.sample_frames(cfg, 40, epoch=3, index=5)
+  assert (
+    out["test"]
+    == pipeline.eval_frame_indices(data_spec.from_config(cfg), tf.constant(40), 8).numpy().tolist()
+  )
+  other = sample_frames.sample_frames(data_spec.from_config(cfg), 40, epoch=3, index=5)
   assert other["test"] == out["test"] and other["train"] != out["train"]
 
 

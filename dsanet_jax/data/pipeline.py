@@ -1,15 +1,18 @@
 """The tf.data snippet pipeline: TFDS video datasets -> numpy batches of normalised clips.
 
+Every function takes a `DataSpec` (common/data_spec.py: `from_config(config)` resolves it once),
+never the config.
+
 Contract (docs/design.md):
-  make_train_iterator(cfg, *, local_batch_size, process_index, process_count, start_step=0)
-    -> infinite iterator of {'video': [B, U, T, H, W, 3] cfg.data.dtype, 'label': int32 [B],
+  make_train_iterator(spec, *, local_batch_size, process_index, process_count, start_step=0)
+    -> infinite iterator of {'video': [B, U, T, H, W, 3] spec.dtype, 'label': int32 [B],
        'mask': bool [B]}.
-  make_eval_iterator(cfg, *, split, local_batch_size, process_index, process_count, num_segments,
+  make_eval_iterator(spec, *, split, local_batch_size, process_index, process_count, num_segments,
                      num_crops)
     -> finite iterator, the same number of batches on every process, of {'video':
        [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
        'video_id': bytes [B]}; every example exactly once over all processes.
-  num_examples(cfg, split) -> int;  class_names(cfg) -> list[str].
+  num_examples(spec, split) -> int;  class_names(spec) -> list[str].
 
 Phases of a training example (DMVR's design, our code):
   read     this process's contiguous slice [start, end) of the split (TFDS shuffled the examples
@@ -32,12 +35,12 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from dsanet_jax.common.data_spec import DataSpec
 from dsanet_jax.common.dtypes import parse_dtype
 from dsanet_jax.data import sampling, transforms
 
@@ -58,8 +61,8 @@ _AUTOTUNE = tf.data.AUTOTUNE
 # ---------------------------------------------------------------- dataset metadata
 
 
-def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The prepared TFDS builder of `cfg.data.name` in `cfg.data.data_dir`.
+def load_builder(spec: DataSpec) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder of dataset `spec.name` in `spec.data_dir`.
 
   Uses the project's builders (`data/builders`); a self-contained one (the embedded synthetic
   dataset) is built on first use. Any other name ('name[/config][:version]') is any TFDS dataset
@@ -67,7 +70,7 @@ def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """
   from dsanet_jax.data import builders
 
-  name, data_dir = cfg.data.name, cfg.data.data_dir
+  name, data_dir = spec.name, spec.data_dir
   base_name = name.split("/")[0].split(":")[0]
   if base_name in builders.SELF_CONTAINED:
     builder = builders.ensure_prepared(name, data_dir)
@@ -84,24 +87,22 @@ def load_builder(cfg: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
 
 
 def num_examples(
-  cfg: ml_collections.ConfigDict, split: str, *, builder: tfds.core.DatasetBuilder | None = None
+  spec: DataSpec, split: str, *, builder: tfds.core.DatasetBuilder | None = None
 ) -> int:
   """Number of examples in `split` of the configured dataset."""
-  builder = builder or load_builder(cfg)
+  builder = builder or load_builder(spec)
   splits = builder.info.splits
   if split not in splits:
     raise ValueError(
       f"Split {split!r} not in dataset {builder.info.name!r} "
-      f"(data_dir={cfg.data.data_dir!r}); it has {sorted(splits.keys())}"
+      f"(data_dir={spec.data_dir!r}); it has {sorted(splits.keys())}"
     )
   return int(splits[split].num_examples)
 
 
-def class_names(
-  cfg: ml_collections.ConfigDict, *, builder: tfds.core.DatasetBuilder | None = None
-) -> list[str]:
+def class_names(spec: DataSpec, *, builder: tfds.core.DatasetBuilder | None = None) -> list[str]:
   """The dataset's class names, in label-id order."""
-  builder = builder or load_builder(cfg)
+  builder = builder or load_builder(spec)
   return list(builder.info.features["label"].names)
 
 
@@ -136,10 +137,10 @@ def flip_label_permutation(pairs: Any, names: list[str], dataset: str = "") -> n
   return perm
 
 
-def _check_flip(cfg: ml_collections.ConfigDict) -> None:
-  if cfg.data.flip and not cfg.data.flip_label_pairs and "something" in cfg.data.name:
+def _check_flip(spec: DataSpec) -> None:
+  if spec.flip and not spec.flip_label_pairs and "something" in spec.name:
     raise ValueError(
-      f"data.flip=True for {cfg.data.name!r} without data.flip_label_pairs: flipping would "
+      f"data.flip=True for {spec.name!r} without data.flip_label_pairs: flipping would "
       "mislabel its left/right classes. Set data.flip=False or give the pairs of mirror classes."
     )
 
@@ -151,9 +152,7 @@ def _fps_text(fps: float | None) -> str:
 _UNRATED_WARNED: set[tuple[str, str | None]] = set()  # datasets already warned about, once each
 
 
-def check_frame_rate(
-  cfg: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder | None = None
-) -> None:
+def check_frame_rate(spec: DataSpec, builder: tfds.core.DatasetBuilder | None = None) -> None:
   """Fails when the dataset's frame rate differs from the one the recipe assumes (`data.fps`).
 
   The dataset's rate is `info.metadata['target_fps']`, written by the builders (a float: every
@@ -162,19 +161,19 @@ def check_frame_rate(
   30 fps spans another time on 25 fps frames: a mismatch raises ValueError naming both rates and
   the two ways to fix it.
   """
-  builder = builder or load_builder(cfg)
-  want = cfg.data.fps
+  builder = builder or load_builder(spec)
+  want = spec.fps
   metadata = builder.info.metadata or {}
   name = builder.info.full_name
   if "target_fps" not in metadata:
-    if (name, cfg.data.data_dir) in _UNRATED_WARNED:
+    if (name, spec.data_dir) in _UNRATED_WARNED:
       return
-    _UNRATED_WARNED.add((name, cfg.data.data_dir))
+    _UNRATED_WARNED.add((name, spec.data_dir))
     logging.warning(
       "dataset %s (data_dir=%s) records no frame rate (info.metadata['target_fps']; built by "
       "older code); config data.fps=%s is not checked",
       name,
-      cfg.data.data_dir,
+      spec.data_dir,
       want,
     )
     return
@@ -187,10 +186,10 @@ def check_frame_rate(
     rebuild = "" if want is None else f" --target_fps={float(want):g}"
     raise ValueError(
       f"frame rate mismatch: config data.fps expects frames at {_fps_text(want)} (the recipe's "
-      f"data.frame_interval={cfg.data.frame_interval} counts frames at that rate), but dataset "
-      f"{name} in data_dir={cfg.data.data_dir!r} was built at {_fps_text(got)} "
+      f"data.frame_interval={spec.frame_interval} counts frames at that rate), but dataset "
+      f"{name} in data_dir={spec.data_dir!r} was built at {_fps_text(got)} "
       "(info.metadata['target_fps']). Fix: rebuild it with `python -m dsanet_jax.data.prepare "
-      f"--dataset={cfg.data.name}{rebuild}`, or accept the dataset's rate with "
+      f"--dataset={spec.name}{rebuild}`, or accept the dataset's rate with "
       f"--config.data.fps={'None' if got is None else f'{float(got):g}'}."
     )
 
@@ -301,7 +300,7 @@ def read_examples(
   return ds.take(0) if empty else ds
 
 
-def dataset_options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
+def dataset_options(spec: DataSpec) -> tf.data.Options:
   """The tf.data options of every pipeline: deterministic, autotuned, no injected prefetch."""
   opts = tf.data.Options()
   opts.deterministic = True
@@ -310,53 +309,49 @@ def dataset_options(cfg: ml_collections.ConfigDict) -> tf.data.Options:
   return opts
 
 
-def parallel_calls(cfg: ml_collections.ConfigDict) -> int:
+def parallel_calls(spec: DataSpec) -> int:
   """`data.num_parallel_calls` as tf.data takes it (< 0 or None -> AUTOTUNE)."""
-  n = cfg.data.num_parallel_calls
+  n = spec.num_parallel_calls
   return _AUTOTUNE if n is None or n < 0 else int(n)
 
 
-def _dtype(cfg: ml_collections.ConfigDict) -> tf.DType:
-  return tf.as_dtype(parse_dtype(cfg.data.dtype, key="data.dtype"))
+def _dtype(spec: DataSpec) -> tf.DType:
+  return tf.as_dtype(parse_dtype(spec.dtype, key="data.dtype"))
 
 
 # ---------------------------------------------------------------- training
 
 
-def train_frame_indices(
-  cfg: ml_collections.ConfigDict, num_frames: tf.Tensor, seed: tf.Tensor
-) -> tf.Tensor:
+def train_frame_indices(spec: DataSpec, num_frames: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """Frame indices int32 [U, T] of one training clip of a video of `num_frames` frames.
 
-  `seed` (int32 [2]) is the clip's temporal seed; U = model.num_segments, T = data.num_frames at
-  stride data.frame_interval (sampling.py has the formulas).
+  `seed` (int32 [2]) is the clip's temporal seed; U = spec.num_segments, T = spec.num_frames at
+  stride spec.frame_interval (sampling.py has the formulas).
   """
-  u, t, tau = cfg.model.num_segments, cfg.data.num_frames, cfg.data.frame_interval
+  u, t, tau = spec.num_segments, spec.num_frames, spec.frame_interval
   offsets = sampling.train_offsets(num_frames, u, t, tau, seed)
   return sampling.frame_indices(offsets, num_frames, t, tau)
 
 
-def eval_frame_indices(
-  cfg: ml_collections.ConfigDict, num_frames: tf.Tensor, num_segments: int
-) -> tf.Tensor:
+def eval_frame_indices(spec: DataSpec, num_frames: tf.Tensor, num_segments: int) -> tf.Tensor:
   """Frame indices int32 [U_test, T] of the test snippets (segment centres) of a video."""
-  t, tau = cfg.data.num_frames, cfg.data.frame_interval
+  t, tau = spec.num_frames, spec.frame_interval
   offsets = sampling.test_offsets(num_frames, num_segments, t, tau)
   return sampling.frame_indices(offsets, num_frames, t, tau)
 
 
-def train_seeds(cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor) -> list:
+def train_seeds(spec: DataSpec, epoch: tf.Tensor, index: tf.Tensor) -> list:
   """(temporal, spatial) stateless seeds, int32 [2] each, of example `index` in `epoch`."""
-  return sampling.split_seed(sampling.example_seed(cfg.seed, epoch, index), 2)
+  return sampling.split_seed(sampling.example_seed(spec.seed, epoch, index), 2)
 
 
 def train_select(
-  cfg: ml_collections.ConfigDict, epoch: tf.Tensor, index: tf.Tensor, ex: dict[str, tf.Tensor]
+  spec: DataSpec, epoch: tf.Tensor, index: tf.Tensor, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """Samples the U*T frame indices of one example and gathers their JPEG strings."""
-  s_time, s_space = train_seeds(cfg, epoch, index)
+  s_time, s_space = train_seeds(spec, epoch, index)
   video = ex["video"]
-  idx = train_frame_indices(cfg, tf.shape(video)[0], s_time)
+  idx = train_frame_indices(spec, tf.shape(video)[0], s_time)
   return {
     "jpegs": tf.gather(video, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
@@ -368,36 +363,34 @@ TRAIN_CROPS = ("random_resized", "random_resized_original", "scale_jitter")
 
 
 def train_crop_box(
-  cfg: ml_collections.ConfigDict, height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor
+  spec: DataSpec, height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor
 ) -> tf.Tensor:
   """The clip's training crop box int32 [4] = (y, x, h, w) by `data.train_crop` (transforms.py)."""
-  crop = cfg.data.train_crop
+  crop = spec.train_crop
   if crop == "random_resized":
-    return transforms.random_resized_crop_box(
-      height, width, seed, cfg.data.rrc_scale, cfg.data.rrc_ratio
-    )
+    return transforms.random_resized_crop_box(height, width, seed, spec.rrc_scale, spec.rrc_ratio)
   if crop == "random_resized_original":  # the original's distribution, clipped as it did
     box = transforms.random_resized_crop_box_original(
-      height, width, seed, cfg.data.rrc_scale, cfg.data.rrc_ratio
+      height, width, seed, spec.rrc_scale, spec.rrc_ratio
     )
     return transforms.clip_box(box, height, width)
   if crop == "scale_jitter":
     return transforms.scale_jitter_box(
-      height, width, seed, cfg.data.crop_size, cfg.data.scale_jitter_short_side
+      height, width, seed, spec.crop_size, spec.scale_jitter_short_side
     )
   raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {crop!r}")
 
 
 def train_clip_to_frames(
-  cfg: ml_collections.ConfigDict, perm: np.ndarray | None, el: dict[str, tf.Tensor]
+  spec: DataSpec, perm: np.ndarray | None, el: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """Draws the clip's one box and one flip coin (and mirrors its label when flipped); returns
   per-frame rows [U*T]: 'jpeg', 'box' int32 [U*T, 4], 'flip' bool, 'label' int32."""
   s_box, s_flip = sampling.split_seed(el["seed"], 2)
   jpegs = el["jpegs"]
   h, w = transforms.jpeg_shape(jpegs[0])
-  box = train_crop_box(cfg, h, w, s_box)
-  flip = transforms.flip_coin(s_flip, cfg.data.flip)
+  box = train_crop_box(spec, h, w, s_box)
+  flip = transforms.flip_coin(s_flip, spec.flip)
   label = el["label"]
   if perm is not None:  # label -1 (unlabelled) stays -1
     mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))
@@ -411,29 +404,27 @@ def train_clip_to_frames(
   }
 
 
-def _train_frame(cfg: ml_collections.ConfigDict, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+def _train_frame(spec: DataSpec, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """One frame: decode only its box, flip (uint8), resize, normalise: video [S, S, 3]."""
   frame = tf.io.decode_and_crop_jpeg(f["jpeg"], f["box"], channels=3)
-  if cfg.data.flip:
+  if spec.flip:
     frame = transforms.flip_left_right(frame, f["flip"])
-  size = cfg.data.crop_size
+  size = spec.crop_size
   frame = transforms.resize(frame[None], size, size)[0]
-  video = transforms.normalize(frame, cfg.data.mean, cfg.data.std, _dtype(cfg))
+  video = transforms.normalize(frame, spec.mean, spec.std, _dtype(spec))
   return {"video": tf.ensure_shape(video, [size, size, 3]), "label": f["label"]}
 
 
-def _train_frames_to_batch(
-  cfg: ml_collections.ConfigDict, frames: dict[str, tf.Tensor]
-) -> dict[str, tf.Tensor]:
+def _train_frames_to_batch(spec: DataSpec, frames: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """[B*U*T] frames (clip-major, frame-minor) -> video [B, U, T, S, S, 3], label [B], mask [B]."""
-  u, t, size = cfg.model.num_segments, cfg.data.num_frames, cfg.data.crop_size
+  u, t, size = spec.num_segments, spec.num_frames, spec.crop_size
   label = frames["label"][:: u * t]
   video = tf.reshape(frames["video"], [-1, u, t, size, size, 3])
   return {"video": video, "label": label, "mask": tf.ones_like(label, tf.bool)}
 
 
 def make_train_dataset(
-  cfg: ml_collections.ConfigDict,
+  spec: DataSpec,
   *,
   local_batch_size: int,
   process_index: int,
@@ -442,12 +433,12 @@ def make_train_dataset(
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> tf.data.Dataset:
   """The infinite training tf.data.Dataset of this process (see the module docstring)."""
-  builder = builder or load_builder(cfg)
-  _check_flip(cfg)
-  check_frame_rate(cfg, builder)
-  _dtype(cfg)
-  split = cfg.data.train_split
-  n = num_examples(cfg, split, builder=builder)
+  builder = builder or load_builder(spec)
+  _check_flip(spec)
+  check_frame_rate(spec, builder)
+  _dtype(spec)
+  split = spec.train_split
+  n = num_examples(spec, split, builder=builder)
   start, end = shard_bounds(n, process_index, process_count)
   n_local = end - start
   if n_local <= 0:
@@ -456,38 +447,38 @@ def make_train_dataset(
       f"{builder.info.name}:{split} (n={n})"
     )
   perm = flip_label_permutation(
-    cfg.data.flip_label_pairs, class_names(cfg, builder=builder), builder.info.name
+    spec.flip_label_pairs, class_names(spec, builder=builder), builder.info.name
   )
   first_epoch, skip = divmod(start_step * local_batch_size, n_local)
-  buffer = int(cfg.data.shuffle_buffer)
+  buffer = int(spec.shuffle_buffer)
 
   def epoch_ds(epoch: tf.Tensor) -> tf.data.Dataset:
-    file_seed = sampling.epoch_shuffle_seed(cfg.seed, epoch, stream=1)
+    file_seed = sampling.epoch_shuffle_seed(spec.seed, epoch, stream=1)
     base = read_examples(
       builder, split, start, end, file_order_seed=file_seed if buffer > 1 else None
     )
     ds = base.map(
-      lambda ex: train_select(cfg, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
+      lambda ex: train_select(spec, epoch, ex["index"], ex), num_parallel_calls=_AUTOTUNE
     )
     if buffer > 1:
-      ds = ds.shuffle(buffer, seed=sampling.epoch_shuffle_seed(cfg.seed, epoch))
+      ds = ds.shuffle(buffer, seed=sampling.epoch_shuffle_seed(spec.seed, epoch))
     return ds
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_ds)
   if skip:
     ds = ds.skip(skip)
   # One element per frame from here: decoding parallelises over frames, not only clips.
-  ds = ds.map(lambda el: train_clip_to_frames(cfg, perm, el)).unbatch()
-  ds = ds.map(lambda f: _train_frame(cfg, f), num_parallel_calls=parallel_calls(cfg))
-  frames_per_clip = cfg.model.num_segments * cfg.data.num_frames
+  ds = ds.map(lambda el: train_clip_to_frames(spec, perm, el)).unbatch()
+  ds = ds.map(lambda f: _train_frame(spec, f), num_parallel_calls=parallel_calls(spec))
+  frames_per_clip = spec.num_segments * spec.num_frames
   ds = ds.batch(local_batch_size * frames_per_clip, drop_remainder=True)
-  ds = ds.map(lambda b: _train_frames_to_batch(cfg, b))
-  ds = ds.prefetch(cfg.data.prefetch)
-  return ds.with_options(dataset_options(cfg))
+  ds = ds.map(lambda b: _train_frames_to_batch(spec, b))
+  ds = ds.prefetch(spec.prefetch)
+  return ds.with_options(dataset_options(spec))
 
 
 def make_train_iterator(
-  cfg: ml_collections.ConfigDict,
+  spec: DataSpec,
   *,
   local_batch_size: int,
   process_index: int,
@@ -497,7 +488,7 @@ def make_train_iterator(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator of training batches (numpy): video [B, U, T, S, S, 3], label, mask."""
   ds = make_train_dataset(
-    cfg,
+    spec,
     local_batch_size=local_batch_size,
     process_index=process_index,
     process_count=process_count,
@@ -511,11 +502,11 @@ def make_train_iterator(
 
 
 def _eval_select(
-  cfg: ml_collections.ConfigDict, num_segments: int, ex: dict[str, tf.Tensor]
+  spec: DataSpec, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
   video = ex["video"]
-  idx = eval_frame_indices(cfg, tf.shape(video)[0], num_segments)
+  idx = eval_frame_indices(spec, tf.shape(video)[0], num_segments)
   return {
     "jpeg": tf.gather(video, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
@@ -523,36 +514,34 @@ def _eval_select(
   }
 
 
-def _eval_frame(
-  cfg: ml_collections.ConfigDict, num_crops: int, crop_size: int, jpeg: tf.Tensor
-) -> tf.Tensor:
+def _eval_frame(spec: DataSpec, num_crops: int, crop_size: int, jpeg: tf.Tensor) -> tf.Tensor:
   """One test frame: decode, short side to eval.short_side, crops: [crops, S, S, 3] normalised."""
   frame = tf.io.decode_jpeg(jpeg, channels=3)[None]
-  frame = transforms.resize_short_side(frame, cfg.eval.short_side)
+  frame = transforms.resize_short_side(frame, spec.short_side)
   crops = transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
-  return transforms.normalize(crops, cfg.data.mean, cfg.data.std, _dtype(cfg))
+  return transforms.normalize(crops, spec.mean, spec.std, _dtype(spec))
 
 
-def _eval_group(cfg: ml_collections.ConfigDict, num_segments: int, views: tf.Tensor) -> tf.Tensor:
+def _eval_group(spec: DataSpec, num_segments: int, views: tf.Tensor) -> tf.Tensor:
   """[U_test*T, crops, S, S, 3] frames of one clip -> [crops, U_test, T, S, S, 3]."""
   crops, size = views.shape[1], views.shape[2]
-  video = tf.reshape(views, [num_segments, cfg.data.num_frames, crops, size, size, 3])
+  video = tf.reshape(views, [num_segments, spec.num_frames, crops, size, size, 3])
   return tf.transpose(video, [2, 0, 1, 3, 4, 5])
 
 
 def eval_views(
-  cfg: ml_collections.ConfigDict, num_segments: int, num_crops: int, crop_size: int, ex: dict
+  spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, ex: dict
 ) -> dict[str, tf.Tensor]:
   """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres (the eval
   pipeline's transforms on one example, for single-video inference)."""
-  sel = _eval_select(cfg, num_segments, ex)
+  sel = _eval_select(spec, num_segments, ex)
   views = tf.map_fn(
-    lambda j: _eval_frame(cfg, num_crops, crop_size, j),
+    lambda j: _eval_frame(spec, num_crops, crop_size, j),
     sel["jpeg"],
-    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], _dtype(cfg)),
+    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], _dtype(spec)),
   )
   return {
-    "video": _eval_group(cfg, num_segments, views),
+    "video": _eval_group(spec, num_segments, views),
     "label": sel["label"],
     "mask": tf.constant(True),
     "video_id": sel["video_id"],
@@ -560,7 +549,7 @@ def eval_views(
 
 
 def make_eval_dataset(
-  cfg: ml_collections.ConfigDict,
+  spec: DataSpec,
   *,
   split: str,
   local_batch_size: int,
@@ -572,12 +561,12 @@ def make_eval_dataset(
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> tf.data.Dataset:
   """Finite eval dataset of this process, padded with masked examples to the common batch count."""
-  builder = builder or load_builder(cfg)
-  check_frame_rate(cfg, builder)
-  crop_size = int(crop_size or cfg.eval.crop_size)
-  if crop_size > cfg.eval.short_side:
-    raise ValueError(f"eval crop {crop_size} is larger than eval.short_side {cfg.eval.short_side}")
-  n = num_examples(cfg, split, builder=builder)
+  builder = builder or load_builder(spec)
+  check_frame_rate(spec, builder)
+  crop_size = int(crop_size or spec.eval_crop_size)
+  if crop_size > spec.short_side:
+    raise ValueError(f"eval crop {crop_size} is larger than eval.short_side {spec.short_side}")
+  n = num_examples(spec, split, builder=builder)
   if n == 0:
     raise ValueError(f"Split {split!r} of {builder.info.full_name} has no examples")
   start, end = shard_bounds(n, process_index, process_count)
@@ -585,8 +574,9 @@ def make_eval_dataset(
     b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
   )
   num_batches = math.ceil(max_local / local_batch_size)
-  frames_per_clip = num_segments * cfg.data.num_frames
-  ds = read_examples(builder, split, start, end).map(lambda ex: _eval_select(cfg, num_segments, ex))
+  frames_per_clip = num_segments * spec.num_frames
+  ds = read_examples(builder, split, start, end)
+  ds = ds.map(lambda ex: _eval_select(spec, num_segments, ex))
   # One element per frame for decoding (as in training), regrouped per clip.
   ds = ds.flat_map(
     lambda el: tf.data.Dataset.zip(
@@ -595,33 +585,33 @@ def make_eval_dataset(
     )
   )
   ds = ds.map(
-    lambda jpeg, meta: (_eval_frame(cfg, num_crops, crop_size, jpeg), meta),
-    num_parallel_calls=parallel_calls(cfg),
+    lambda jpeg, meta: (_eval_frame(spec, num_crops, crop_size, jpeg), meta),
+    num_parallel_calls=parallel_calls(spec),
   )
   ds = ds.batch(frames_per_clip, drop_remainder=True)
   ds = ds.map(
     lambda views, meta: {
-      "video": _eval_group(cfg, num_segments, views),
+      "video": _eval_group(spec, num_segments, views),
       "label": meta[0][0],
       "mask": tf.constant(True),
       "video_id": meta[1][0],
     }
   )
-  shape = [num_crops, num_segments, cfg.data.num_frames, crop_size, crop_size, 3]
+  shape = [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3]
   pad = {
-    "video": tf.zeros(shape, _dtype(cfg)),
+    "video": tf.zeros(shape, _dtype(spec)),
     "label": tf.constant(0, tf.int32),
     "mask": tf.constant(False),
     "video_id": tf.constant(b""),
   }
   ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
   ds = ds.batch(local_batch_size, drop_remainder=True).take(num_batches)
-  ds = ds.prefetch(cfg.data.prefetch)
-  return ds.with_options(dataset_options(cfg))
+  ds = ds.prefetch(spec.prefetch)
+  return ds.with_options(dataset_options(spec))
 
 
 def make_eval_iterator(
-  cfg: ml_collections.ConfigDict,
+  spec: DataSpec,
   *,
   split: str,
   local_batch_size: int,
@@ -633,9 +623,9 @@ def make_eval_iterator(
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Finite iterator of eval batches (numpy): video [B, crops, U_test, T, S, S, 3], label, mask,
-  video_id. `crop_size` defaults to cfg.eval.crop_size (periodic validation passes 224)."""
+  video_id. `crop_size` defaults to spec.eval_crop_size (periodic validation passes 224)."""
   ds = make_eval_dataset(
-    cfg,
+    spec,
     split=split,
     local_batch_size=local_batch_size,
     process_index=process_index,

@@ -26,26 +26,27 @@ from collections.abc import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import app, flags
 from ml_collections import config_flags
 
+from dsanet_jax.common import data_spec
+from dsanet_jax.common.data_spec import DataSpec
 from dsanet_jax.data import pipeline
 
 
 def sampled_crops(
-  cfg: ml_collections.ConfigDict, num_clips: int, builder: tfds.core.DatasetBuilder
+  spec: DataSpec, num_clips: int, builder: tfds.core.DatasetBuilder
 ) -> tuple[tf.Tensor, tf.Tensor]:
   """The JPEG strings [N] the training pipeline samples for its first `num_clips` clips (epoch 0,
   file order) and the crop box int32 [N, 4] (y, x, h, w) it decodes of each; N = num_clips*U*T."""
-  split = cfg.data.train_split
-  n = pipeline.num_examples(cfg, split, builder=builder)
+  split = spec.train_split
+  n = pipeline.num_examples(spec, split, builder=builder)
   ds = pipeline.read_examples(builder, split, 0, n)
-  ds = ds.map(lambda ex: pipeline.train_select(cfg, tf.constant(0, tf.int64), ex["index"], ex))
-  ds = ds.map(lambda el: pipeline.train_clip_to_frames(cfg, None, el))
+  ds = ds.map(lambda ex: pipeline.train_select(spec, tf.constant(0, tf.int64), ex["index"], ex))
+  ds = ds.map(lambda el: pipeline.train_clip_to_frames(spec, None, el))
   clips = list(ds.take(num_clips))
   while len(clips) < num_clips:  # a tiny dataset: repeat its clips
     clips += clips[: num_clips - len(clips)]
@@ -59,17 +60,15 @@ def _timed(fn: Callable[[], int]) -> tuple[int, float, float]:
   return n, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def raw_decode(
-  jpegs: tf.Tensor, boxes: tf.Tensor, cfg: ml_collections.ConfigDict
-) -> tuple[int, float, float]:
+def raw_decode(jpegs: tf.Tensor, boxes: tf.Tensor, spec: DataSpec) -> tuple[int, float, float]:
   """`tf.io.decode_and_crop_jpeg` of the in-memory JPEGs [N] at their boxes [N, 4], with the
   pipeline's parallelism and options: (frames, wall s, CPU s)."""
   ds = tf.data.Dataset.from_tensor_slices((jpegs, boxes))
   ds = ds.map(
     lambda s, b: tf.io.decode_and_crop_jpeg(s, b, channels=3)[0, 0],
-    num_parallel_calls=pipeline.parallel_calls(cfg),
+    num_parallel_calls=pipeline.parallel_calls(spec),
   )
-  ds = ds.batch(256).prefetch(cfg.data.prefetch).with_options(pipeline.dataset_options(cfg))
+  ds = ds.batch(256).prefetch(spec.prefetch).with_options(pipeline.dataset_options(spec))
   return _timed(lambda: sum(len(b) for b in ds.as_numpy_iterator()))
 
 
@@ -87,7 +86,7 @@ def pipeline_window(
 
 
 def run(
-  cfg: ml_collections.ConfigDict,
+  spec: DataSpec,
   *,
   batch_size: int = 8,
   num_batches: int = 12,
@@ -98,21 +97,21 @@ def run(
   """`repeats` rounds of (raw decode of `raw_clips` clips' crops, `num_batches` pipeline batches of
   `batch_size` clips) on `builder` (default: the config's dataset); returns the medians and every
   round."""
-  builder = builder or pipeline.load_builder(cfg)
-  u, t = cfg.model.num_segments, cfg.data.num_frames
+  builder = builder or pipeline.load_builder(spec)
+  u, t = spec.num_segments, spec.num_frames
   fpc = u * t
-  jpegs, boxes = sampled_crops(cfg, raw_clips, builder)
+  jpegs, boxes = sampled_crops(spec, raw_clips, builder)
   h, w = (int(x) for x in tf.io.extract_jpeg_shape(jpegs[0])[:2])
   kb = float(np.mean([len(x) for x in jpegs.numpy()[:256]])) / 1024
   crop_area = float(np.mean(boxes.numpy()[:, 2] * boxes.numpy()[:, 3])) / (h * w)
   ds = pipeline.make_train_dataset(
-    cfg, local_batch_size=batch_size, process_index=0, process_count=1, builder=builder
+    spec, local_batch_size=batch_size, process_index=0, process_count=1, builder=builder
   )
-  drain = int(cfg.data.prefetch) + 2
-  raw_decode(jpegs[:256], boxes[:256], cfg)  # warm-up
+  drain = int(spec.prefetch) + 2
+  raw_decode(jpegs[:256], boxes[:256], spec)  # warm-up
   rounds = []
   for _ in range(repeats):
-    raw_n, raw_wall, raw_cpu = raw_decode(jpegs, boxes, cfg)
+    raw_n, raw_wall, raw_cpu = raw_decode(jpegs, boxes, spec)
     clips, wall, cpu = pipeline_window(ds.as_numpy_iterator, drain, num_batches)
     rounds.append(
       dict(
@@ -126,16 +125,16 @@ def run(
   med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
   return {
     "dataset": builder.info.full_name,
-    "data_dir": cfg.data.data_dir,
+    "data_dir": spec.data_dir,
     "frame_hw": [h, w],
     "jpeg_kb_per_frame": round(kb, 1),
     "mean_crop_area": round(crop_area, 3),
-    "crop": cfg.data.crop_size,
-    "train_crop": cfg.data.train_crop,
+    "crop": spec.crop_size,
+    "train_crop": spec.train_crop,
     "U": u,
     "T": t,
     "batch_size": batch_size,
-    "dtype": cfg.data.dtype,
+    "dtype": spec.dtype,
     "cpus": os.cpu_count(),
     "load_average": [round(x, 2) for x in os.getloadavg()],
     "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -167,11 +166,10 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  cfg = flags.FLAGS.config
-  if cfg is None:
+  if flags.FLAGS.config is None:
     raise app.UsageError("--config=path/to/config.py is required")
   r = run(
-    cfg,
+    data_spec.from_config(flags.FLAGS.config),
     batch_size=flags.FLAGS.batch_size,
     num_batches=flags.FLAGS.num_batches,
     repeats=flags.FLAGS.repeats,

@@ -20,11 +20,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections
 import tensorflow as tf
 from absl import app, flags
 from ml_collections import config_flags
 
+from dsanet_jax.common import data_spec
+from dsanet_jax.common.data_spec import DataSpec
 from dsanet_jax.data import pipeline
 
 
@@ -49,16 +50,14 @@ def _span(snippets: list[list[int]]) -> int:
   return max(flat) - min(flat) + 1
 
 
-def sample_frames(
-  config: ml_collections.ConfigDict, num_video_frames: int, *, epoch: int = 0, index: int = 0
-) -> dict:
+def sample_frames(spec: DataSpec, num_video_frames: int, *, epoch: int = 0, index: int = 0) -> dict:
   """The tool's result (module docstring) for a video of `num_video_frames` frames."""
   if num_video_frames < 1:
     raise ValueError(f"--num_video_frames must be >= 1, got {num_video_frames}")
   n = tf.constant(num_video_frames, tf.int32)
-  s_time, _ = pipeline.train_seeds(config, tf.constant(epoch, tf.int64), tf.constant(index))
-  train = pipeline.train_frame_indices(config, n, s_time).numpy().tolist()
-  test = pipeline.eval_frame_indices(config, n, config.eval.num_segments).numpy().tolist()
+  s_time, _ = pipeline.train_seeds(spec, tf.constant(epoch, tf.int64), tf.constant(index))
+  train = pipeline.train_frame_indices(spec, n, s_time).numpy().tolist()
+  test = pipeline.eval_frame_indices(spec, n, spec.eval_num_segments).numpy().tolist()
   return {
     "num_video_frames": num_video_frames,
     "train": train,
@@ -73,10 +72,10 @@ def sample_frames(
 def main(argv: list[str]) -> None:
   del argv
   f = flags.FLAGS
-  config = f.config
+  spec = data_spec.from_config(f.config)
   if f.seed is not None:
-    config.seed = f.seed
-  out = sample_frames(config, f.num_video_frames, epoch=f.epoch, index=f.index)
+    spec = spec.replace(seed=f.seed)
+  out = sample_frames(spec, f.num_video_frames, epoch=f.epoch, index=f.index)
   if f.json:
     print(json.dumps(out))
     return

@@ -15,6 +15,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from dsanet_jax.common import data_spec
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
@@ -63,7 +64,7 @@ def split_note(config: ml_collections.ConfigDict, split: str, present: int) -> s
   videos (the builders' `info.metadata['skipped']`), else None."""
   from dsanet_jax.data import pipeline
 
-  meta = pipeline.load_builder(config).info.metadata or {}
+  meta = pipeline.load_builder(data_spec.from_config(config)).info.metadata or {}
   rec = (meta.get("skipped") or {}).get(split) or {}
   if not rec.get("total"):
     return None
@@ -97,8 +98,9 @@ def run_evaluation(
     mesh, config.eval.batch_size, 0, process_count=pc, what="eval.batch_size"
   )
   ev = evaluator or make_evaluator(config, mesh, mdef, final=final)
+  spec = data_spec.from_config(config)
   it = pipeline.make_eval_iterator(
-    config,
+    spec,
     split=split,
     local_batch_size=config.eval.batch_size // pc,
     process_index=pi,
@@ -107,7 +109,7 @@ def run_evaluation(
     num_crops=crops,
     crop_size=_eval_crop_size(config, final),
   )
-  expected = pipeline.num_examples(config, split)
+  expected = pipeline.num_examples(spec, split)
   note = split_note(config, split, expected)
   if note:
     logging.warning("eval split %r is incomplete: %s", split, note)

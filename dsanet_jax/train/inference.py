@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from dsanet_jax.common import data_spec
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
@@ -77,7 +78,7 @@ def resolve_class_names(
   from dsanet_jax.data import pipeline
 
   try:
-    names = pipeline.class_names(config)
+    names = pipeline.class_names(data_spec.from_config(config))
   except (ValueError, FileNotFoundError, KeyError) as e:  # not prepared / no such dataset
     logging.warning(
       "no class names: none in the checkpoint, no --class_names file, and the dataset %r cannot "
@@ -135,8 +136,9 @@ def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
     "label": tf.constant(0, tf.int64),
     "video_id": tf.constant(os.path.basename(os.path.normpath(path)).encode()),
   }
+  spec = data_spec.from_config(config)
   out = pipeline.eval_views(
-    config, config.eval.num_segments, config.eval.num_crops, config.eval.crop_size, ex
+    spec, spec.eval_num_segments, spec.eval_num_crops, spec.eval_crop_size, ex
   )
   return np.asarray(out["video"].numpy(), np.float32)[None]
 

@@ -28,6 +28,7 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
+from dsanet_jax.common import data_spec
 from dsanet_jax.models import config_fields
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import sharding as sharding_lib
@@ -231,7 +232,7 @@ def dataset_class_names(config: ml_collections.ConfigDict) -> list[str] | None:
   has no names. A dataset that cannot be opened is an error, not a silent None."""
   from dsanet_jax.data import pipeline
 
-  label = pipeline.load_builder(config).info.features["label"]
+  label = pipeline.load_builder(data_spec.from_config(config)).info.features["label"]
   names = getattr(label, "names", None)
   if not names:
     logging.warning(
@@ -251,7 +252,7 @@ def data_layout(config: ml_collections.ConfigDict, num_examples: int) -> dict[st
   from dsanet_jax.data import pipeline
 
   split = config.data.train_split
-  info = pipeline.load_builder(config).info
+  info = pipeline.load_builder(data_spec.from_config(config)).info
   desc = {"name": info.full_name, "split": split}
   if split in info.splits:
     s = info.splits[split]

@@ -32,6 +32,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from dsanet_jax.common import data_spec
 from dsanet_jax.models.flops import count_params
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluation, optim, restore
@@ -299,10 +300,9 @@ def _input_sizes(
     process_count=jax.process_count(),
     what="train micro-batch",
   )
-  pipeline.check_frame_rate(config)
-  num_train = config.train.num_train_examples or pipeline.num_examples(
-    config, config.data.train_split
-  )
+  spec = data_spec.from_config(config)
+  pipeline.check_frame_rate(spec)
+  num_train = config.train.num_train_examples or pipeline.num_examples(spec, spec.train_split)
   return num_train, *_steps(config, num_train)
 
 
@@ -383,7 +383,7 @@ def _train_iterator(config: ml_collections.ConfigDict, step: int) -> Any:
 
   pc = jax.process_count()
   return pipeline.make_train_iterator(
-    config,
+    data_spec.from_config(config),
     local_batch_size=config.train.global_batch_size // pc,
     process_index=jax.process_index(),
     process_count=pc,
