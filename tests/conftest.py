@@ -17,6 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # data.data_dir is None) and every HOME-derived cache (~/.cache, ~/.config, ~/.keras, ...) point
 # into one temporary folder for the whole run, set before TFDS, JAX or torch are imported and
 # inherited by every subprocess a test starts. `_real_home_untouched` fails a test writing there.
+# A test whose config leaves data.data_dir None reads the embedded order_of_events from there: it
+# is built once per test run (on first use, under builders.ensure_prepared's file lock), at its
+# 12 fps; configs with another data.fps (the paper's 30) set data.fps=12 to read it.
 REAL_HOME = pathlib.Path(os.path.expanduser("~")).resolve()
 TEST_HOME = pathlib.Path(tempfile.mkdtemp(prefix="dsanet_test_home_"))
 os.environ["HOME"] = str(TEST_HOME)

@@ -154,18 +154,13 @@ def test_paper_config_starts_from_the_inflated_imagenet_resnet(resnet2d, tmp_pat
 @pytest.mark.slow
 def test_paper_config_run_from_a_safetensors_file(resnet2d, tmp_path):
   """main.py: one step at learning rate 1e-20 (0 is refused by the schedule) from the
-  .safetensors file; the checkpoint holds the inflated weights exactly."""
+  .safetensors file; the checkpoint holds the inflated weights exactly. Reads the test run's one
+  order_of_events build (conftest: TFDS_DATA_DIR), rendered at the data.fps=12 it asks for."""
   net2d, d = resnet2d
   w = tmp_path / "run"
   p = _main(
     f"--workdir={w}",
-    *_flags(
-      **{
-        "init_from": d / "resnet50.safetensors",
-        "train.base_lr": 1e-20,
-        "data.data_dir": tmp_path / "tfds",
-      }
-    ),
+    *_flags(**{"init_from": d / "resnet50.safetensors", "train.base_lr": 1e-20}),
   )
   assert p.returncode == 0, p.stderr[-4000:]
   assert "initialised from torchvision:" in p.stderr
