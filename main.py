@@ -27,6 +27,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dsanet_jax.common import paths
+
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (configs/...py).", lock_config=True
 )
@@ -206,7 +208,7 @@ def main(argv: list[str]) -> int:
     if mode == "export":
       from dsanet_jax.train import export
 
-      out = _EXPORT_DIR.value or os.path.join(_WORKDIR.value, "export")
+      out = str(paths.resolve(_EXPORT_DIR.value or paths.resolve(_WORKDIR.value) / "export"))
       export.export_model(config, out_dir=out, workdir=_WORKDIR.value)
       print(f"exported -> {out}")
       return 0
@@ -220,7 +222,7 @@ def main(argv: list[str]) -> int:
         )
         return 0
       res = summary["eval"]
-      path = os.path.join(_WORKDIR.value, "eval", "results.json")
+      path = str(paths.resolve(_WORKDIR.value) / "eval" / "results.json")
     else:
       res = evaluation.evaluate(config, _WORKDIR.value)
       path = res["results"]

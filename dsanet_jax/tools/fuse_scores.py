@@ -12,6 +12,7 @@ with the differences listed. The fused score of a video is the weighted mean of 
 {"top1", "top5", "mean_class_accuracy", "num_videos", "num_classes", "runs", "weights"}.
 """
 
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 from absl import app, flags
 
+from dsanet_jax.common import paths
 from dsanet_jax.train import evaluator
 
 
@@ -33,13 +35,10 @@ def define_flags() -> None:
 
 def predictions_path(run: str) -> str:
   """The predictions file of a run given as a workdir, its eval/ dir or the .npz path."""
-  for path in (
-    run,
-    os.path.join(run, "predictions.npz"),
-    os.path.join(run, "eval", "predictions.npz"),
-  ):
-    if os.path.isfile(path):
-      return path
+  root = paths.resolve(run)
+  for path in (root, root / "predictions.npz", root / "eval" / "predictions.npz"):
+    if path.is_file():
+      return str(path)
   raise FileNotFoundError(
     f"{run}: no predictions file (looked for {run}, {run}/predictions.npz and "
     f"{run}/eval/predictions.npz; a run writes them at its final evaluation)"
@@ -49,7 +48,7 @@ def predictions_path(run: str) -> str:
 def load_run(run: str) -> dict:
   """{'path', 'ids' [N] str, 'label' int64 [N], 'scores' f64 [N, K], 'class_names' list|None}."""
   path = predictions_path(run)
-  with np.load(path, allow_pickle=False) as f:
+  with np.load(io.BytesIO(paths.resolve(path).read_bytes()), allow_pickle=False) as f:
     missing = {"video_id", "label", "scores"} - set(f.files)
     if missing:
       raise ValueError(f"{path}: missing arrays {sorted(missing)} (has {sorted(f.files)})")
@@ -58,10 +57,9 @@ def load_run(run: str) -> dict:
     scores = np.asarray(f["scores"], np.float64)
     names = [str(n) for n in f["class_names"]] if "class_names" in f.files else None
   if names is None:
-    results = os.path.join(os.path.dirname(path), "results.json")
-    if os.path.isfile(results):
-      with open(results) as fh:
-        names = json.load(fh).get("class_names")
+    results = paths.resolve(path).parent / "results.json"
+    if results.is_file():
+      names = json.loads(results.read_text()).get("class_names")
   if len(set(ids)) != len(ids):
     raise ValueError(f"{path}: video ids repeat ({len(ids) - len(set(ids))} duplicates)")
   if scores.ndim != 2 or scores.shape[0] != len(ids) or label.shape != (len(ids),):

@@ -12,6 +12,7 @@ Uses matplotlib's Agg backend (no display needed).
 """
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -22,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # clu (the metric writers) i
 import numpy as np
 from absl import app, flags
 
+from dsanet_jax.common import paths
 from dsanet_jax.train.logging import read_jsonl
 
 DEFAULT_METRICS = (
@@ -45,10 +47,11 @@ class Run:
 
 def metrics_path(run: str) -> str:
   """A workdir or a metrics.jsonl path -> the metrics.jsonl path (FileNotFoundError if absent)."""
-  path = run if run.endswith(".jsonl") else os.path.join(run, "metrics.jsonl")
-  if not os.path.isfile(path):
+  path = paths.resolve(run)
+  path = path if run.endswith(".jsonl") else path / "metrics.jsonl"
+  if not path.is_file():
     raise FileNotFoundError(f"{path}: no metrics.jsonl (is {run} a training workdir?)")
-  return path
+  return str(path)
 
 
 def load_run(run: str) -> Run:
@@ -59,12 +62,12 @@ def load_run(run: str) -> Run:
   for rec in records:
     if rec.get("kind") == "hparams" and "config" in rec:
       config = json.loads(rec["config"])  # the last one (a resumed run may change nothing else)
-  return Run(os.path.dirname(os.path.abspath(path)), records, config)
+  return Run(str(paths.resolve(path).parent), records, config)
 
 
 def run_label(run: Run) -> str:
   """The workdir's basename and, where recorded, the model: 'viz_dsa (dsa i3d_resnet18 w8)'."""
-  name = os.path.basename(run.path.rstrip("/"))
+  name = paths.resolve(run.path).name
   m = (run.config or {}).get("model")
   if not m:
     return name
@@ -157,8 +160,11 @@ def plot_runs(runs: list[str], out: str, metrics: list[str], x: str = "step") ->
         break
   fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 3), frameon=False)
   fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.6 * rows)))
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  fig.savefig(out, dpi=110)
+  out_path = paths.resolve(out)
+  out_path.parent.mkdir(parents=True, exist_ok=True)
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=110, format=out_path.suffix.lstrip(".") or "png")
+  out_path.write_bytes(buf.getvalue())
   plt.close(fig)
   return drawn
 

@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # clu (the metric writers) i
 
 from absl import app
 
+from dsanet_jax.common import paths
 from dsanet_jax.tools.plot_runs import Run, load_run, load_series, run_label
 
 COLUMNS = (
@@ -43,11 +44,10 @@ COLUMNS = (
 
 def read_results(run: Run) -> dict[str, Any]:
   """The run's `eval/results.json` (FileNotFoundError naming the file if it is missing)."""
-  path = os.path.join(run.path, "eval", "results.json")
-  if not os.path.isfile(path):
+  path = paths.resolve(run.path) / "eval" / "results.json"
+  if not path.is_file():
     raise FileNotFoundError(f"{path}: no final evaluation (has the run finished?)")
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def train_seconds(run: Run) -> float | None:

@@ -13,13 +13,14 @@ training cannot remove its in-flight save.
 
 import dataclasses
 import json
-import os
-import pathlib
 from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as cm
+
+from dsanet_jax.common import paths
 
 BEST_METRIC = "val_top1"
 
@@ -75,14 +76,14 @@ class CheckpointMeta:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  return str(paths.resolve(workdir) / "checkpoints")
 
 
 def checkpoint_steps(workdir: str | None) -> list[int]:
   """Steps of the workdir's finished checkpoints (`checkpoints/<step>/`), ascending."""
   if not workdir:
     return []
-  d = pathlib.Path(checkpoint_dir(workdir))
+  d = epath.Path(checkpoint_dir(workdir))
   if not d.is_dir():
     return []
   return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())

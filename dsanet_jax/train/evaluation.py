@@ -3,7 +3,6 @@ the final test of a training run (`Evaluations`), and the eval-only mode (`evalu
 """
 
 import json
-import os
 import threading
 import time
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from dsanet_jax.common import data_spec
+from dsanet_jax.common import data_spec, paths
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import logging as log_lib
@@ -133,9 +132,8 @@ def run_evaluation(
 def stored_results(path: str, step: int) -> dict[str, Any] | None:
   """The final results of a finished run at `step` (read by process 0, agreed by all), or None."""
   res = None
-  if jax.process_index() == 0 and os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
+  if jax.process_index() == 0 and paths.resolve(path).exists():
+    stored = json.loads(paths.resolve(path).read_text())
     res = stored if stored.get("step") == step else None
   if jax.process_count() > 1:
     found = bool(multihost_utils.broadcast_one_to_all(np.int32(res is not None)))
@@ -161,7 +159,7 @@ class Evaluations:
   ) -> None:
     self.config, self.mesh, self.mdef, self.writer = config, mesh, mdef, writer
     self.class_names = class_names
-    self.results_path = os.path.join(workdir, "eval", "results.json")
+    self.results_path = str(paths.resolve(workdir) / "eval" / "results.json")
     self.checkpoints = ckpt_lib.checkpoint_dir(workdir)
     self._evaluators: dict[bool, eval_lib.Evaluator] = {}
     self._compiling: threading.Thread | None = None
@@ -216,7 +214,7 @@ class Evaluations:
     self.writer.write_scalars(step, {f"{prefix}/{k}@{v}": metrics[k] for k in keys})
     if final:
       path = eval_lib.write_results(
-        os.path.dirname(self.results_path),
+        str(paths.resolve(self.results_path).parent),
         metrics,
         predictions,
         self.class_names,
@@ -244,7 +242,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     config, mesh, loaded.mdef, loaded.state, final=True, class_names=class_names
   )
   split, step = config.data.eval_split, loaded.step
-  out_dir = os.path.join(workdir, "eval", f"{split}_{metrics['views']}_step{step}")
+  out_dir = str(paths.resolve(workdir) / "eval" / f"{split}_{metrics['views']}_step{step}")
   metrics["results"] = eval_lib.write_results(
     out_dir,
     metrics,

@@ -14,8 +14,8 @@ softmax probabilities, `eval.aggregate`) per video id on the host, where every v
 exactly once with all its views, and the number of videos must equal the dataset size.
 """
 
+import io
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from dsanet_jax.common import paths
 from dsanet_jax.train import sharding as sharding_lib
 
 ID_BYTES = 256  # video ids travel through the device step as fixed-width uint8 rows
@@ -344,23 +345,28 @@ def write_results(
   missing = [k for k in RESULT_KEYS if res.get(k) is None]
   if missing:
     raise ValueError(f"write_results({out_dir}): the results need {missing} (where they came from)")
-  path = os.path.join(out_dir, "results.json")
+  out = paths.resolve(out_dir)
+  path = str(out / "results.json")
   if jax.process_index() != 0:
     return path
-  os.makedirs(out_dir, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
   res = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in res.items()}
   res["per_class_accuracy"] = [None if np.isnan(a) else a for a in metrics["per_class_accuracy"]]
   if class_names is not None:
     res["class_names"] = list(class_names)
-  with open(path + ".tmp", "w") as f:
-    json.dump(res, f, indent=1)
-  os.replace(path + ".tmp", path)
+  # Written whole, then renamed: a reader never sees a half-written file (object storage
+  # uploads the temp file in one piece; the rename is a copy there).
+  tmp = out / "results.json.tmp"
+  tmp.write_text(json.dumps(res, indent=1))
+  tmp.replace(out / "results.json")
   scores = predictions["scores"]
+  buf = io.BytesIO()
   np.savez(
-    os.path.join(out_dir, "predictions.npz"),
+    buf,
     video_id=np.array(predictions["video_id"]),
     label=predictions["label"],
     scores=scores,
     predicted=scores.argmax(-1) if len(scores) else np.zeros(0, np.int64),
   )
+  (out / "predictions.npz").write_bytes(buf.getvalue())
   return path

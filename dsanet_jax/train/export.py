@@ -14,7 +14,6 @@ Reading it needs jax alone:
 """
 
 import json
-import os
 from collections.abc import Sequence
 
 import jax
@@ -22,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from dsanet_jax.common import paths
 from dsanet_jax.train import inference
 
 FORMAT = "dsanet_jax.export/1"
@@ -53,9 +53,9 @@ def export_model(
   (b,) = jax.export.symbolic_shape("B")
   spec = jax.ShapeDtypeStruct((b, u, t, s, s, 3), jnp.float32)
   exported = jax.export.export(jax.jit(forward), platforms=platforms)(spec)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, MODEL_FILE), "wb") as f:
-    f.write(exported.serialize())
+  out = paths.resolve(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / MODEL_FILE).write_bytes(exported.serialize())
   k = int(cfg.model.num_classes)
   signature = {
     "format": FORMAT,
@@ -80,6 +80,5 @@ def export_model(
     "step": pred.loaded.step,
     "model": cfg.model.to_dict(),
   }
-  with open(os.path.join(out_dir, SIGNATURE_FILE), "w") as f:
-    json.dump(signature, f, indent=1, default=list)
+  (out / SIGNATURE_FILE).write_text(json.dumps(signature, indent=1, default=list))
   return out_dir

@@ -27,6 +27,8 @@ from absl import logging
 from clu import metric_writers
 from clu.metric_writers import interface
 
+from dsanet_jax.common import paths
+
 LOG_FILE = "log.txt"
 # Source trees whose INFO lines reach the console (by the logging call's file path).
 _OWN = (
@@ -54,18 +56,35 @@ class JsonlWriter(interface.MetricWriter):
   """
 
   def __init__(self, path: str, resume_step: int | None = None) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if resume_step is not None and os.path.exists(path):
-      _truncate_after(path, resume_step)
-    # line-buffered: every record reaches the file at once (a killed run keeps its records)
-    self._f = open(path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+    self._path = paths.resolve(path)
+    self._path.parent.mkdir(parents=True, exist_ok=True)
+    if resume_step is not None and self._path.exists():
+      _truncate_after(str(self._path), resume_step)
+    # Local: appended and flushed line by line (a killed run keeps its records). Object storage
+    # has no append: the whole object is rewritten at most every 10 s, and at flush and close.
+    self._url = paths.is_url(self._path)
+    self._lines = (
+      self._path.read_text().splitlines(keepends=True) if self._url and self._path.exists() else []
+    )
+    self._f = None if self._url else self._path.open("a")
+    self._written = time.monotonic()
+    self.closed = False
 
   def _write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
     rec = {"step": int(step), "time": round(time.time(), 3)}
     if kind != "scalars":
       rec["kind"] = kind
     rec.update({k: _to_py(v) if kind != "texts" else str(v) for k, v in values.items()})
-    self._f.write(json.dumps(rec) + "\n")
+    self._append(json.dumps(rec) + "\n")
+
+  def _append(self, line: str) -> None:
+    if self._f is None:
+      self._lines.append(line)
+      if time.monotonic() - self._written > 10.0:
+        self.flush()
+    else:
+      self._f.write(line)
+      self._f.flush()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     self._write(step, "scalars", scalars)
@@ -74,7 +93,7 @@ class JsonlWriter(interface.MetricWriter):
     self._write(step, "texts", texts)
 
   def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-    self._f.write(json.dumps({"kind": "hparams", **{k: str(v) for k, v in hparams.items()}}) + "\n")
+    self._append(json.dumps({"kind": "hparams", **{k: str(v) for k, v in hparams.items()}}) + "\n")
 
   def write_summaries(self, step: int, values: Mapping[str, Any], metadata: Any = None) -> None:
     pass
@@ -92,23 +111,30 @@ class JsonlWriter(interface.MetricWriter):
     pass
 
   def flush(self) -> None:
-    self._f.flush()
+    if self._f is None:
+      self._path.write_text("".join(self._lines))
+      self._written = time.monotonic()
+    else:
+      self._f.flush()
 
   def close(self) -> None:
-    if not self._f.closed:
-      self._f.close()
+    if not self.closed:
+      self.flush()
+      if self._f is not None:
+        self._f.close()
+      self.closed = True
 
 
 def _truncate_after(path: str, step: int) -> None:
   """Drops the records of `path` whose step is after `step` (rewritten atomically)."""
-  with open(path) as f:
-    lines = [s for s in f if s.strip()]
+  p = paths.resolve(path)
+  lines = [s for s in p.read_text().splitlines(keepends=True) if s.strip()]
   keep = [s for s in lines if json.loads(s).get("step", 0) <= step]
   if len(keep) == len(lines):
     return
-  with open(path + ".tmp", "w") as f:
-    f.writelines(keep)
-  os.replace(path + ".tmp", path)
+  tmp = p.parent / (p.name + ".tmp")
+  tmp.write_text("".join(keep))
+  tmp.replace(p)
   logging.info(
     "%s: dropped %d records after step %d (replayed by this resumed run)",
     path,
@@ -128,8 +154,9 @@ def create_writer(
     return metric_writers.MultiWriter([])
   return metric_writers.MultiWriter(
     [
-      metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl"), resume_step),
+      # TensorBoard events go through TensorFlow's own file system (gs:// included)
+      metric_writers.SummaryWriter(str(paths.resolve(workdir) / "tensorboard")),
+      JsonlWriter(str(paths.resolve(workdir) / "metrics.jsonl"), resume_step),
     ]
   )
 
@@ -186,20 +213,46 @@ def add_log_file(workdir: str) -> str:
   `log.<i>.txt`). Returns the path. Call after the start-up checks (it creates the workdir)."""
   import jax  # the process index is known once jax is initialised
 
-  os.makedirs(workdir, exist_ok=True)
+  root = paths.resolve(workdir)
+  root.mkdir(parents=True, exist_ok=True)
   i = jax.process_index()
-  path = os.path.join(workdir, LOG_FILE if i == 0 else f"log.{i}.txt")
-  file_handler = py_logging.FileHandler(path)
+  path = root / (LOG_FILE if i == 0 else f"log.{i}.txt")
+  file_handler = (
+    _ObjectLogHandler(path) if paths.is_url(path) else py_logging.FileHandler(str(path))
+  )
   file_handler.setFormatter(logging.PythonFormatter())
   file_handler.setLevel(py_logging.INFO)
   py_logging.getLogger().addHandler(file_handler)
-  return path
+  return str(path)
+
+
+class _ObjectLogHandler(py_logging.Handler):
+  """The log file on object storage (no append there): the lines are kept and the whole object is
+  rewritten at most every `interval` seconds, and at close (logging's exit hook closes handlers)."""
+
+  def __init__(self, path: Any, interval: float = 10.0) -> None:
+    super().__init__()
+    self.path, self.interval = path, interval
+    self.lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    self.written = 0.0
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    self.lines.append(self.format(record) + "\n")
+    if time.monotonic() - self.written > self.interval:
+      self.flush()
+
+  def flush(self) -> None:
+    self.path.write_text("".join(self.lines))
+    self.written = time.monotonic()
+
+  def close(self) -> None:
+    self.flush()
+    super().close()
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
   """Reads back a `metrics.jsonl` (tools/plot_runs)."""
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(s) for s in paths.resolve(path).read_text().splitlines() if s.strip()]
 
 
 # ============================================================== the training run's log
@@ -339,7 +392,7 @@ class Profile:
         "e.g. --config.train.profile_steps='(10, 12)'"
       )
     self.steps = tuple(int(s) for s in steps)
-    self.dir = os.path.join(workdir, "profile")
+    self.dir = str(paths.resolve(workdir) / "profile")
     self.active = False
 
   def before(self, step: int) -> None:

@@ -16,7 +16,6 @@ The loop's evaluations (periodic validation, the final test) and --mode=eval liv
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -32,7 +31,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from dsanet_jax.common import data_spec
+from dsanet_jax.common import data_spec, paths
 from dsanet_jax.models.flops import count_params
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import evaluation, optim, restore
@@ -410,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   metric writers and the profiler are closed on every exit.
   """
   # ----------------------------------------------------------------------- set-up
-  workdir = os.path.abspath(workdir)
+  workdir = str(paths.resolve(workdir))
   is_main = jax.process_index() == 0
   with contextlib.ExitStack() as closing:
     # --------------------------------------------------------------------- mesh

@@ -1,0 +1,34 @@
+"""User-given locations: a URL (`gs://bucket/run`) or a local path, one type for both.
+
+Every path a user gives (the workdir, data_dir, init_from, export_dir, a checkpoint, the runs given
+to the tools) goes through `resolve` and is then read and written with `etils.epath` (or handed to
+Orbax / TensorStore / TFDS as `str(...)`), never with `os.path`, `open` or `os.makedirs`, so that a
+`gs://` location stays a URL instead of becoming a local folder named `gs:`.
+
+Which library does the I/O: epath picks TensorFlow's file system for `gs://` when TensorFlow is
+installed (as here), gcsfs (fsspec) when `EPATH_USE_TF=false`; Orbax/TensorStore use their own GCS
+client; TensorBoard event files (clu) and TFDS go through TensorFlow's file system.
+"""
+
+import os
+
+from etils import epath
+
+SCHEMES = ("gs://", "s3://", "az://", "hf://")  # etils.epath's
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  """Whether `path` names object storage (`gs://...`, `s3://...`) rather than a local file."""
+  return "://" in os.fspath(path)
+
+
+def resolve(path: str | os.PathLike) -> epath.Path:
+  """A URL as given; a local path with `~` expanded and made absolute (Orbax and TensorStore need
+  absolute local paths)."""
+  if is_url(path):
+    if not os.fspath(path).startswith(SCHEMES):
+      raise ValueError(
+        f"{os.fspath(path)}: unsupported URL scheme (supported: {', '.join(SCHEMES)})"
+      )
+    return epath.Path(os.fspath(path))
+  return epath.Path(os.fspath(path)).expanduser().absolute()
