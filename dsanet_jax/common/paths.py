@@ -5,12 +5,16 @@ to the tools) goes through `resolve` and is then read and written with `etils.ep
 Orbax / TensorStore / TFDS as `str(...)`), never with `os.path`, `open` or `os.makedirs`, so that a
 `gs://` location stays a URL instead of becoming a local folder named `gs:`.
 
-Which library does the I/O: epath picks TensorFlow's file system for `gs://` when TensorFlow is
-installed (as here), gcsfs (fsspec) when `EPATH_USE_TF=false`; Orbax/TensorStore use their own GCS
-client; TensorBoard event files (clu) and TFDS go through TensorFlow's file system.
+Which library does the I/O: epath's `gs://` goes through gcsfs (fsspec): this module sets
+`EPATH_USE_TF=false` (unless set), else epath would pick TensorFlow's file system whenever
+TensorFlow is installed, and that one has no endpoint setting (gcsfs honours
+`STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client;
+TensorBoard event files (clu) and TFDS go through TensorFlow's file system.
 """
 
 import os
+
+os.environ.setdefault("EPATH_USE_TF", "false")  # before epath decides (it caches the choice)
 
 from etils import epath
 
@@ -32,3 +36,18 @@ def resolve(path: str | os.PathLike) -> epath.Path:
       )
     return epath.Path(os.fspath(path))
   return epath.Path(os.fspath(path)).expanduser().absolute()
+
+
+def write_whole(path: epath.Path, data: str | bytes) -> None:
+  """Writes `path` so that no reader sees it half-written: on object storage an upload appears
+  whole (or not at all); a local file is written beside and renamed."""
+  if is_url(path):
+    target = path
+  else:
+    target = path.parent / (path.name + ".tmp")
+  if isinstance(data, str):
+    target.write_text(data)
+  else:
+    target.write_bytes(data)
+  if target != path:
+    target.replace(path)

@@ -354,11 +354,7 @@ def write_results(
   res["per_class_accuracy"] = [None if np.isnan(a) else a for a in metrics["per_class_accuracy"]]
   if class_names is not None:
     res["class_names"] = list(class_names)
-  # Written whole, then renamed: a reader never sees a half-written file (object storage
-  # uploads the temp file in one piece; the rename is a copy there).
-  tmp = out / "results.json.tmp"
-  tmp.write_text(json.dumps(res, indent=1))
-  tmp.replace(out / "results.json")
+  paths.write_whole(out / "results.json", json.dumps(res, indent=1))
   scores = predictions["scores"]
   buf = io.BytesIO()
   np.savez(

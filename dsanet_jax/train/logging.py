@@ -132,9 +132,7 @@ def _truncate_after(path: str, step: int) -> None:
   keep = [s for s in lines if json.loads(s).get("step", 0) <= step]
   if len(keep) == len(lines):
     return
-  tmp = p.parent / (p.name + ".tmp")
-  tmp.write_text("".join(keep))
-  tmp.replace(p)
+  paths.write_whole(p, "".join(keep))
   logging.info(
     "%s: dropped %d records after step %d (replayed by this resumed run)",
     path,
