@@ -5,6 +5,7 @@ backend here) reaches it through STORAGE_EMULATOR_HOST.
 """
 
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -105,3 +106,24 @@ def test_jsonl_writer_resume_truncates_in_the_bucket(gcs):
   w.write_scalars(3, {"train/loss": 30.0})
   w.close()
   assert [(r["step"], r["train/loss"]) for r in read_jsonl(path)] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def test_log_file_in_the_bucket_keeps_every_line_at_exit(gcs, tmp_path):
+  """log.txt on gs:// (rewritten whole, no append there): the last lines reach the bucket at exit,
+  with no traceback from the storage client's own exit clean-up."""
+  code = (
+    "from absl import logging\n"
+    "from dsanet_jax.train import logging as log_lib\n"
+    "log_lib.setup_console()\n"
+    f"log_lib.add_log_file('gs://{BUCKET}/logrun')\n"
+    "logging.info('first line')\n"
+    "logging.info('last line')\n"
+  )
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  p = subprocess.run(
+    [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+  )
+  assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+  text = epath.Path(f"gs://{BUCKET}/logrun/log.txt").read_text()
+  assert "first line" in text and "last line" in text
+  assert not (tmp_path / "gs:").exists()

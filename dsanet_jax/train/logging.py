@@ -13,6 +13,7 @@ A run's log: `log_banner` (versions, devices, mesh), `StepLog` (one line and one
 (a `jax.profiler` trace of some train steps).
 """
 
+import atexit
 import json
 import logging as py_logging
 import os
@@ -221,6 +222,9 @@ def add_log_file(workdir: str) -> str:
   file_handler.setFormatter(logging.PythonFormatter())
   file_handler.setLevel(py_logging.INFO)
   py_logging.getLogger().addHandler(file_handler)
+  if isinstance(file_handler, _ObjectLogHandler):
+    file_handler.flush()  # opens the storage client now, so that...
+    atexit.register(file_handler.flush)  # ...this runs before the client's own exit clean-up
   return str(path)
 
 
@@ -232,16 +236,18 @@ class _ObjectLogHandler(py_logging.Handler):
     super().__init__()
     self.path, self.interval = path, interval
     self.lines = path.read_text().splitlines(keepends=True) if path.exists() else []
-    self.written = 0.0
+    self.written, self.dirty = 0.0, True
 
   def emit(self, record: py_logging.LogRecord) -> None:
     self.lines.append(self.format(record) + "\n")
+    self.dirty = True
     if time.monotonic() - self.written > self.interval:
       self.flush()
 
   def flush(self) -> None:
-    self.path.write_text("".join(self.lines))
-    self.written = time.monotonic()
+    if self.dirty:
+      self.path.write_text("".join(self.lines))
+      self.written, self.dirty = time.monotonic(), False
 
   def close(self) -> None:
     self.flush()
