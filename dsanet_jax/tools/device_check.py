@@ -212,12 +212,13 @@ def part_input(config: ConfigDict, sizes: Sizes) -> dict[str, Any]:
     import tensorflow  # noqa: F401  (the pipeline is tf.data)
   except ImportError as e:
     return {"skipped": f"tensorflow does not import here ({e}); the input pipeline is tf.data"}
+  from dsanet_jax.common import data_spec
   from dsanet_jax.data import pipeline
 
   c = ConfigDict(config.to_dict())
   c.model.bn_group_size = 0
   it = pipeline.make_train_iterator(
-    c, local_batch_size=sizes.batch, process_index=0, process_count=1
+    data_spec.from_config(c), local_batch_size=sizes.batch, process_index=0, process_count=1
   )
   keys = ("video", "label", "mask")
   first = {k: v for k, v in next(it).items() if k in keys}
