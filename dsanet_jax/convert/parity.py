@@ -19,14 +19,6 @@ from ml_collections import ConfigDict, config_flags
 from dsanet_jax.convert import checkpoint_io, port, torch_checkpoint
 from dsanet_jax.convert import torch_reference as tr
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_WIDTH = flags.DEFINE_integer("base_width", 8, "model.base_width (64 = the real networks).")
-_SIZE = flags.DEFINE_integer("size", 32, "Input height and width.")
-_FRAMES = flags.DEFINE_integer("frames", 4, "T, frames per snippet.")
-_VIDEOS = flags.DEFINE_integer("videos", 2, "N, videos in the batch.")
-_CLASSES = flags.DEFINE_integer("num_classes", 7, "model.num_classes.")
-flags.mark_flags_as_required(["config"])
-
 
 def rel(got: np.ndarray, want: np.ndarray) -> float:
   """max|got - want| / max|want|."""
@@ -54,12 +46,24 @@ def measure(cfg: ConfigDict, x: np.ndarray) -> tuple[float, float]:
   return rel(got, want), rel(got_f, want_f)
 
 
+def define_flags() -> None:
+  """The command-line flags (defined only when run as a program, so that others can import it)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+  flags.DEFINE_integer("base_width", 8, "model.base_width (64 = the real networks).")
+  flags.DEFINE_integer("size", 32, "Input height and width.")
+  flags.DEFINE_integer("frames", 4, "T, frames per snippet.")
+  flags.DEFINE_integer("videos", 2, "N, videos in the batch.")
+  flags.DEFINE_integer("num_classes", 7, "model.num_classes.")
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv: list[str]) -> None:
   del argv
-  cfg = _CONFIG.value.model
-  cfg.base_width, cfg.num_classes = _WIDTH.value, _CLASSES.value
+  f = flags.FLAGS
+  cfg = f.config.model
+  cfg.base_width, cfg.num_classes = f.base_width, f.num_classes
   cfg.bn_group_size = 0  # the reference's train-mode BatchNorm normalises over the whole batch
-  s, t, n, u = _SIZE.value, _FRAMES.value, _VIDEOS.value, cfg.num_segments
+  s, t, n, u = f.size, f.frames, f.videos, cfg.num_segments
   x = np.random.RandomState(0).randn(n, u, t, s, s, 3).astype(np.float32)
   e, f = measure(cfg, x)
   print(
@@ -70,4 +74,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

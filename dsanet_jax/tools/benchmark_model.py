@@ -54,8 +54,9 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   """The trainer's jitted step and the jitted value_and_grad of its loss, ready to call.
 
   video float32 [N, U, T, H, W, 3], labels int32 [N]; `model`: the initial weights (default: the
-  config's init). Returns `step`, `fwd_bwd` (callables), `state` (() -> the current train state),
-  `step_gflop` and `hlo_step_gflop`.
+  config's init). Returns `step`, `fwd_bwd` (callables), `step_on` (the step on another batch of
+  the same shapes and dtypes: a dict of video, label, mask arrays, host or device), `state`
+  (() -> the current train state), `step_gflop` and `hlo_step_gflop`.
   """
   import jax
   import jax.numpy as jnp
@@ -92,9 +93,12 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   rngs = state_lib.fresh_rngs(mdef.abstract_rngs, jax.random.key(seed))
   holder = [state]
 
-  def step() -> None:
-    holder[0], metrics = compiled(holder[0], batch)
+  def step_on(b: dict[str, Any]) -> None:
+    holder[0], metrics = compiled(holder[0], b)
     jax.block_until_ready(metrics)
+
+  def step() -> None:
+    step_on(batch)
 
   def grads() -> None:
     jax.block_until_ready(fwd_bwd(holder[0]["params"], holder[0]["batch_stats"], rngs))
@@ -103,16 +107,21 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   return {
     "step": step,
     "fwd_bwd": grads,
+    "step_on": step_on,
     "state": lambda: holder[0],
     "step_gflop": 3 * 2 * fwd["gmacs_per_view"] * video.shape[0],
     "hlo_step_gflop": 2 * sum(hlo_macs(compiled.as_text()).values()) / 1e9,
   }
 
 
-def torch_runs(config: ConfigDict, video: Any, labels: Any, net: Any = None) -> dict[str, Any]:
+def torch_runs(
+  config: ConfigDict, video: Any, labels: Any, net: Any = None, device: str = "cpu"
+) -> dict[str, Any]:
   """The same update in PyTorch: SGD (Nesterov, coupled weight decay, the learning rate of the
   config's schedule at each step) after `clip_grad_norm_`. `net`: the reference network (default:
-  built from the config). Returns `step`, `fwd_bwd` (callables) and `net`."""
+  built from the config). `device`: the torch device ('cpu', 'cuda'); each call waits for it.
+  `config.model.dtype == 'bfloat16'` runs the forward under `torch.autocast(bfloat16)` (the
+  weights and the update stay float32, as in JAX). Returns `step`, `fwd_bwd` (callables), `net`."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -126,7 +135,7 @@ def torch_runs(config: ConfigDict, video: Any, labels: Any, net: Any = None) -> 
   if net is None:
     torch.manual_seed(config.seed)
     net = build_reference_from_config(config.model)
-  net.train()
+  net.to(device).train()
   lrs = np.asarray(jax.jit(jax.vmap(schedule_of(config)))(jnp.arange(4096)), np.float64)
   count = [0]
   opt = torch.optim.SGD(
@@ -136,24 +145,40 @@ def torch_runs(config: ConfigDict, video: Any, labels: Any, net: Any = None) -> 
     nesterov=tc.nesterov,
     weight_decay=tc.weight_decay,
   )
-  x = torch.from_numpy(video.transpose(0, 1, 5, 2, 3, 4).copy())  # [N, U, 3, T, H, W]
-  y = torch.from_numpy(labels.astype("int64"))
+  x = torch.from_numpy(video.transpose(0, 1, 5, 2, 3, 4).copy()).to(device)  # [N, U, 3, T, H, W]
+  y = torch.from_numpy(labels.astype("int64")).to(device)
   smoothing = float(tc.label_smoothing)
+  autocast = config.model.dtype == "bfloat16"
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+  def loss_backward() -> None:
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=autocast):
+      logits = net(x)
+    torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=smoothing).backward()
 
   def fwd_bwd() -> None:
-    opt.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(net(x), y, label_smoothing=smoothing).backward()
+    loss_backward()
+    sync()
 
   def step() -> None:
-    fwd_bwd()
+    loss_backward()
     if tc.grad_clip_norm:
       torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip_norm)
     for group in opt.param_groups:
       group["lr"] = float(lrs[min(count[0], len(lrs) - 1)])
     opt.step()
     count[0] += 1
+    sync()
 
   return {"step": step, "fwd_bwd": fwd_bwd, "net": net}
+
+
+def jax_device_kind() -> str:
+  """The device kind of JAX's first device (e.g. 'cpu', 'NVIDIA H200', 'TPU v5p')."""
+  import jax
+
+  return jax.devices()[0].device_kind
 
 
 def _matmul() -> tuple[Run, float]:
@@ -187,9 +212,12 @@ def benchmark(
   steps: int = 7,
   warmup: int = 2,
   with_torch: bool = True,
+  torch_device: str = "cpu",
+  with_fwd_bwd: bool = True,
 ) -> dict[str, Any]:
   """Times the four functions and the matmul over `steps` interleaved rounds (after `warmup`) at
-  input [batch, U, frames, size, size, 3]; returns medians, best-ofs, ratios and FLOP rates."""
+  input [batch, U, frames, size, size, 3], PyTorch on `torch_device`; returns medians, best-ofs,
+  ratios and FLOP rates. `with_fwd_bwd=False` times the steps alone (fwd_bwd figures: NaN)."""
   import numpy as np
   import torch
 
@@ -204,10 +232,14 @@ def benchmark(
   t0 = time.perf_counter()
   jx = jax_runs(config, video, labels)
   compile_s = time.perf_counter() - t0
-  runs = {"jax_step": jx["step"], "jax_fwd_bwd": jx["fwd_bwd"]}
+  runs = {"jax_step": jx["step"]}
+  if with_fwd_bwd:
+    runs["jax_fwd_bwd"] = jx["fwd_bwd"]
   if with_torch:
-    tr = torch_runs(config, video, labels)
-    runs.update(torch_step=tr["step"], torch_fwd_bwd=tr["fwd_bwd"])
+    tr = torch_runs(config, video, labels, device=torch_device)
+    runs["torch_step"] = tr["step"]
+    if with_fwd_bwd:
+      runs["torch_fwd_bwd"] = tr["fwd_bwd"]
   mm_run, mm_gflop = _matmul()
   runs["matmul"] = mm_run
   for _ in range(warmup):
@@ -226,13 +258,15 @@ def benchmark(
     "dtype": config.model.dtype,
     "conv_impl": config.model.conv_impl,
     "threads": threads,
+    "jax_device": str(jax_device_kind()),
+    "torch_device": torch_device,
     "load_average": list(os.getloadavg()),
     "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
   }
   for k in runs:
     out[f"{k}_s"], out[f"{k}_min_s"] = med[k], best[k]
   for part in ("step", "fwd_bwd"):
-    have = f"torch_{part}" in med
+    have = f"torch_{part}" in med and f"jax_{part}" in med
     out[f"ratio_{part}"] = med[f"jax_{part}"] / med[f"torch_{part}"] if have else nan
     out[f"ratio_{part}_min"] = best[f"jax_{part}"] / best[f"torch_{part}"] if have else nan
   out.update(
