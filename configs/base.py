@@ -165,4 +165,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.keep_best = 1
   c.checkpoint.async_save = True
+  # Several processes: a process that stops (killed, its host gone) ends the others within this
+  # many seconds, in one line naming it and the last checkpoint, exit status 4
+  # (dsanet_jax/train/hosts.py; also JAX's heartbeat and shutdown timeouts).
+  c.multihost = ml_collections.ConfigDict()
+  c.multihost.timeout_s = 60
   return c

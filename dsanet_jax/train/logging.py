@@ -39,7 +39,11 @@ _OWN = (
   ),
 )
 # Third-party warnings that say nothing actionable to a user of this project.
-_NOISE = ("`TensorInfo.dtype` is deprecated", "Unable to initialize backend")
+_NOISE = (
+  "`TensorInfo.dtype` is deprecated",
+  "Unable to initialize backend",
+  "Given directory is read only",  # Orbax, opening checkpoints read-only (eval, resume)
+)
 
 
 def _to_py(v: Any) -> Any:
