@@ -153,6 +153,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # crop's interleaved snippets) | 'original' (the original's crop/snippet mixing, spec §4.4).
   c.eval.grouping = "per_crop"
   c.eval.val_num_segments = 4  # views during periodic validation while training
+  # --mode=eval/export/predict from a training workdir: the checkpoint of this step (0 = latest)
+  c.eval.checkpoint_step = 0
   c.eval.val_num_crops = 1
 
   # ---------------------------------------------------------------- mesh, checkpoints, logging

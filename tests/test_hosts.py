@@ -3,7 +3,7 @@
 One scenario, three runs of the same two commands (issue 15 items 4 and 5):
   A. SIGTERM to process 1 only: both processes save at the same step and exit 0.
   B. The rerun resumes from there; SIGKILL to process 1 after a later checkpoint: process 0 exits
-     within `config.multihost.timeout_s` with status 4 and one console line naming process 1 and
+     within `config.multihost.timeout_s` (the default, 60 s) with status 4 and one console line naming process 1 and
      the last committed checkpoint, no traceback.
   C. The rerun resumes from that checkpoint and replays the steps that run B logged after it with
      bit-identical metrics (loss, gradient and parameter norms), then finishes.
@@ -25,9 +25,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 NUM = 2
 STEPS = 20
-HOST_TIMEOUT = 30  # config.multihost.timeout_s here (default 60)
+HOST_TIMEOUT = 60  # config.multihost.timeout_s, the default
 HOST_LOST_EXIT = 4  # documented in main.py and docs/training.md
-WAIT = 300  # seconds for anything a run must reach on a loaded 2-core machine
+WAIT = 600  # seconds for anything a run must reach (compiling on a loaded 2-core machine)
 
 TINY = [
   "--config=configs/default.py",
@@ -45,7 +45,6 @@ TINY = [
   "--config.train.log_gmacs=False",
   f"--config.train.num_steps={STEPS}",
   "--config.train.preemption_check_every_steps=2",
-  f"--config.multihost.timeout_s={HOST_TIMEOUT}",
 ]
 _ABSL = re.compile(r"^[IWEF]\d{4} ")  # third-party lines in absl's format
 
@@ -77,6 +76,7 @@ class Run:
       XLA_FLAGS="--xla_force_host_platform_device_count=1",
       TF_CPP_MIN_LOG_LEVEL="2",
       PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+      JAX_COMPILATION_CACHE_DIR="/tmp/hx/cache",  # DEV ONLY
     )
     self.logs = [tmp / f"{name}.p{i}.txt" for i in range(NUM)]
     self.procs = []
@@ -100,8 +100,9 @@ class Run:
       ended = [i for i, p in enumerate(self.procs) if p.poll() is not None]
       if ended or time.time() - t0 > WAIT:
         self.kill()
+        why = f"process {ended[0]} ended" if ended else f"{WAIT} s passed"
         i = ended[0] if ended else 0
-        raise AssertionError(f"{what}: not reached (process {i} ended)\n{self.text(i)[-3000:]}")
+        raise AssertionError(f"{what}: not reached ({why})\n{self.text(i)[-3000:]}")
       time.sleep(0.2)
 
   def wait(self, timeout: float = WAIT) -> list[int]:

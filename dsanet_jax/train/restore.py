@@ -50,7 +50,7 @@ class CorruptCheckpointError(StateError):
 
   def __init__(self, step_dir: str, file: str, detail: str) -> None:
     super().__init__(f"checkpoint {step_dir} is corrupt: {file}: {detail}")
-    self.step_dir, self.file = step_dir, file
+    self.step_dir, self.file, self.detail = step_dir, file, detail
 
 
 # ===================================================================================== reading
