@@ -48,7 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 from configs.base import DSA_R18_INSERT_FREQ
@@ -393,6 +393,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # a quiet console: the parts' lines and the table only
   f = flags.FLAGS
   reduced = f.reduced if f.reduced is not None else jax.devices()[0].platform == "cpu"
   report = check(f.config, f.out, reduced=reduced, data_dir=f.data_dir)
