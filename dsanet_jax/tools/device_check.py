@@ -212,6 +212,9 @@ def part_input(config: ConfigDict, sizes: Sizes) -> dict[str, Any]:
     import tensorflow  # noqa: F401  (the pipeline is tf.data)
   except ImportError as e:
     return {"skipped": f"tensorflow does not import here ({e}); the input pipeline is tf.data"}
+  import tensorflow_datasets as tfds
+
+  tfds.display_progress_bar(False)  # the embedded dataset's first build stays off the console
   from dsanet_jax.common import data_spec
   from dsanet_jax.data import pipeline
 
@@ -393,7 +396,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.set_verbosity(logging.WARNING)  # a quiet console: the parts' lines and the table only
+  logging.set_verbosity(logging.ERROR)  # a quiet console: the parts' lines and the table only
   f = flags.FLAGS
   reduced = f.reduced if f.reduced is not None else jax.devices()[0].platform == "cpu"
   report = check(f.config, f.out, reduced=reduced, data_dir=f.data_dir)
