@@ -34,7 +34,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dsanet_jax.common import paths
+from dsanet_jax.common import native_output, paths
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (configs/...py).", lock_config=True
@@ -112,7 +112,8 @@ def _cluster_detected() -> bool:
   return "," in env.get("TPU_WORKER_HOSTNAMES", "") or "JAX_COORDINATOR_ADDRESS" in env
 
 
-def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> list[str]:
+  """Multi-host start-up; returns native code's start-up lines (for the log file)."""
   from dsanet_jax.train import hosts
 
   if _COORD.value or _NUM_PROC.value:
@@ -120,14 +121,15 @@ def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
       raise app.UsageError(
         "multi-host flags need all of --coordinator_address, --num_processes and --process_id"
       )
-    hosts.initialize(
+    return hosts.initialize(
       config.multihost.timeout_s,
       coordinator_address=_COORD.value,
       num_processes=_NUM_PROC.value,
       process_id=_PROC_ID.value,
     )
-  elif _cluster_detected():
-    hosts.initialize(config.multihost.timeout_s)
+  if _cluster_detected():
+    return hosts.initialize(config.multihost.timeout_s)
+  return []
 
 
 def _watchdog(config: ml_collections.ConfigDict) -> contextlib.AbstractContextManager:
@@ -155,19 +157,11 @@ def _import_notice(line: str) -> bool:
 
 def _import_tensorflow_quietly() -> None:
   """Imports TensorFlow (for tf.data) keeping its start-up notices off the console."""
-  import tempfile
-
-  with tempfile.TemporaryFile(mode="w+") as tmp:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(tmp.fileno(), 2)
-    try:
+  try:
+    with native_output.captured((2,)) as out:
       import tensorflow  # noqa: F401
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      tmp.seek(0)
-      sys.stderr.writelines(s for s in tmp if not _import_notice(s))
+  finally:
+    sys.stderr.writelines(s for s in out if not _import_notice(s))
 
 
 def _log_config_source() -> None:
@@ -215,10 +209,12 @@ def main(argv: list[str]) -> int:
 
   log_lib.setup_console(verbose=_VERBOSE.value)
   validate(config, mode)  # before the workdir is touched
-  _maybe_initialize_distributed(config)
+  native = _maybe_initialize_distributed(config)
   if _WORKDIR.value:
     log_path = log_lib.add_log_file(_WORKDIR.value)
     logging.info("log file (every library's INFO lines): %s", log_path)
+  for line in native:
+    log_lib.file_only("%s", line.rstrip())
   _log_config_source()
   try:
     with _watchdog(config) as watchdog:

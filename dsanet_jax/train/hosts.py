@@ -28,18 +28,33 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
+from dsanet_jax.common import native_output
+
 HOST_LOST_EXIT = 4  # a process of the run was lost; rerun every process to resume
 _KEY = "dsanet_hosts/"
 
 
-def initialize(timeout_s: float, **kwargs: Any) -> None:
-  """`jax.distributed.initialize(**kwargs)` with heartbeat and shutdown timeouts of `timeout_s`."""
+def initialize(timeout_s: float, **kwargs: Any) -> list[str]:
+  """`jax.distributed.initialize(**kwargs)` with heartbeat and shutdown timeouts of `timeout_s`.
+
+  Returns what native code printed meanwhile (Gloo's 'connected to 1 peer ranks'), for the log
+  file; on an error it goes to stderr.
+  """
   t = max(2, int(timeout_s))  # JAX takes whole seconds
-  jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=t, shutdown_timeout_seconds=t)
-  # One collective while the processes are in step (initialize is a barrier): it sets up the CPU
-  # collectives' (Gloo's) context, whose set-up waits only 30 s for the other processes (a first
-  # collective after start-up work of uneven length, e.g. compiling on a loaded host, failed).
-  multihost_utils.sync_global_devices("dsanet_jax: processes connected")
+  ok = False
+  try:
+    with native_output.captured() as out:
+      jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=t, shutdown_timeout_seconds=t)
+      # One collective while the processes are in step (initialize is a barrier): it sets up the
+      # CPU collectives' (Gloo's) context, whose set-up waits only 30 s for the other processes (a
+      # first collective after start-up work of uneven length, e.g. compiling on a loaded host,
+      # failed).
+      multihost_utils.sync_global_devices("dsanet_jax: processes connected")
+    ok = True
+  finally:
+    if not ok:
+      sys.stderr.writelines(out)
+  return out
 
 
 def _client() -> Any:

@@ -144,7 +144,7 @@ def resume(
         check_data_layout(meta.data_layout, layout, config, step_dir, meta.step)
         state = restore_step(mngr, step, target)
       except CorruptCheckpointError as e:
-        logging.error("%s", e)
+        logging.info("%s", e, extra={"file_only": True})  # the console gets one line below
         bad.append(e)
         continue
       for e in bad:
