@@ -126,7 +126,11 @@ def _train_records(workdir: pathlib.Path) -> dict[int, dict]:
 def _quiet(text: str) -> None:
   """No traceback, no third-party line (Python or C++ absl format, Gloo's start-up lines)."""
   assert "Traceback" not in text, text[-3000:]
-  noise = [s for s in text.splitlines() if _ABSL.match(s) or s.startswith("[Gloo]")]
+  noise = [
+    s
+    for s in text.splitlines()
+    if (_ABSL.match(s) or s.startswith("[Gloo]")) and "slow_operation_alarm" not in s
+  ]  # XLA's 'Very slow compile?' notice (C++) is let through: it shows on a loaded machine
   assert not noise, noise[:10]
 
 
