@@ -29,7 +29,7 @@ NUM = 2
 STEPS = 40  # more than a run reaches before the signal; the resumed run finishes them
 HOST_TIMEOUT = 30  # config.multihost.timeout_s for these runs (default 60)
 HOST_LOST_EXIT = 4  # documented in main.py and docs/training.md
-WAIT = 420  # seconds for anything a run must reach (compiling on a loaded 2-core machine)
+WAIT = 600  # seconds for anything a run must reach (a cold compile on a loaded 2-core machine)
 
 TINY = [
   "--config=configs/default.py",
