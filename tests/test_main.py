@@ -222,7 +222,7 @@ def _truncate_largest_state_file(step_dir: pathlib.Path) -> None:
   big.write_bytes(data[: len(data) // 3])
 
 
-_NOISE = ("Traceback", "read only", "Task exception", "Event loop is closed", "orbax")
+_NOISE = ("Traceback", "read only", "Task exception", "Event loop is closed")
 _ABSL_FORMAT = re.compile(r"^[IWEF]\d{4} ")
 
 
