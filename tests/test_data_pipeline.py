@@ -1,5 +1,6 @@
 """The tf.data snippet pipeline on a tiny TFDS dataset built here (the builders' features)."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -121,9 +122,8 @@ def _cfg(**data):
 
 
 def _frame_ids(video: np.ndarray, cfg) -> np.ndarray:
-  """Recovers frame indices from the normalised grey levels: int [..., T]."""
-  grey = video[..., 0].astype(np.float32) * cfg.data.std[0] + cfg.data.mean[0]
-  level = grey.mean(axis=(-1, -2))
+  """Recovers frame indices from the uint8 grey levels: int [..., T]."""
+  level = video[..., 0].astype(np.float32).mean(axis=(-1, -2))
   return np.rint((level - 10) / 3).astype(int)
 
 
@@ -142,12 +142,16 @@ def test_train_batches_shapes_normalisation_and_sampled_frames(builder):
   )
   batches = _take(it, 4)  # two epochs of 10
   b = batches[0]
-  assert b["video"].shape == (5, 2, 3, 16, 16, 3) and b["video"].dtype == np.float32
+  assert b["video"].shape == (5, 2, 3, 16, 16, 3) and b["video"].dtype == np.uint8
   assert b["label"].dtype == np.int32 and b["mask"].dtype == bool and b["mask"].all()
-  # Uniform grey frames: every pixel of a frame is (grey - mean) / std per channel.
-  v = b["video"]
-  grey = v * np.asarray(cfg.data.std) + np.asarray(cfg.data.mean)
+  # Uniform grey frames: every pixel of a frame is its grey level, on every channel (uint8 RGB).
+  grey = b["video"].astype(np.float32)
   assert np.abs(grey - grey[..., :1, :1, :1]).max() < 2.5
+  # On the device the step normalises them: (grey - mean) / std per channel, in data.dtype.
+  x = np.asarray(data_spec.from_config(cfg).model_input(jnp.asarray(b["video"])))
+  want = (grey - np.asarray(cfg.data.mean, np.float32)) / np.asarray(cfg.data.std, np.float32)
+  assert x.dtype == np.float32
+  np.testing.assert_allclose(x, want, atol=1e-5)
   # Each clip's frames follow the training formula: offsets in their segments, stride 4, clipped.
   by_epoch = {0: set(), 1: set()}
   for e, pair in enumerate([batches[:2], batches[2:]]):
@@ -192,6 +196,8 @@ def test_train_determinism_and_resume(builder):
 
 def test_train_bfloat16_and_two_processes_partition(builder):
   cfg = _cfg(dtype="bfloat16", shuffle_buffer=1)
+  x = data_spec.from_config(cfg).model_input(jnp.zeros((2, 3), jnp.uint8))
+  assert x.dtype == jnp.bfloat16  # data.dtype is what the device normalises to
   seen = []
   for p in range(2):
     it = pipeline.make_train_iterator(
@@ -202,7 +208,7 @@ def test_train_bfloat16_and_two_processes_partition(builder):
       builder=builder,
     )
     b = next(it)
-    assert b["video"].dtype.name == "bfloat16"
+    assert b["video"].dtype == np.uint8  # the host sends uint8 whatever data.dtype
     seen.append(b["label"])
   # The two shares are disjoint halves: together their first batches hold every label once.
   assert sorted(np.concatenate(seen).tolist()) == sorted(i % len(CLASSES) for i in range(10))
@@ -219,7 +225,7 @@ def _lr_clips(cfg, builder, n_batches: int = 6):
     builder=builder,
   )
   for b in _take(it, n_batches):
-    grey = b["video"][..., 0] * cfg.data.std[0] + cfg.data.mean[0]
+    grey = b["video"][..., 0].astype(np.float32)
     yield from zip(grey, b["label"].tolist())
 
 

@@ -1,16 +1,17 @@
-"""The tf.data snippet pipeline: TFDS video datasets -> numpy batches of normalised clips.
+"""The tf.data snippet pipeline: TFDS video datasets -> numpy batches of uint8 clips.
 
 Every function takes a `DataSpec` (common/data_spec.py: `from_config(config)` resolves it once),
-never the config.
+never the config. Batches leave the host as uint8 RGB (0-255): the jitted steps normalise them on
+the device (`DataSpec.model_input`), a quarter of the bytes of float32.
 
 Contract (docs/design.md):
   make_train_iterator(spec, *, local_batch_size, process_index, process_count, start_step=0)
-    -> infinite iterator of {'video': [B, U, T, H, W, 3] spec.dtype, 'label': int32 [B],
+    -> infinite iterator of {'video': uint8 [B, U, T, H, W, 3], 'label': int32 [B],
        'mask': bool [B]}.
   make_eval_iterator(spec, *, split, local_batch_size, process_index, process_count, num_segments,
                      num_crops)
     -> finite iterator, the same number of batches on every process, of {'video':
-       [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
+       uint8 [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
        'video_id': bytes [B]}; every example exactly once over all processes.
   num_examples(spec, split) -> int;  class_names(spec) -> list[str].
 
@@ -22,7 +23,7 @@ Phases of a training example (DMVR's design, our code):
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
            buffer of `data.shuffle_buffer` clips;
   decode   one tf.data element per frame (the clip's one box, flip coin and label copied to each):
-           `decode_and_crop_jpeg` of the box (transforms.py), flip, resize, normalise, cast;
+           `decode_and_crop_jpeg` of the box (transforms.py), flip, resize (uint8 out);
   batch    B*U*T frames in order -> [B, U, T, S, S, 3] (one copy), bounded prefetch.
 Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
 shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
@@ -41,7 +42,6 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from dsanet_jax.common.data_spec import DataSpec
-from dsanet_jax.common.dtypes import parse_dtype
 from dsanet_jax.data import sampling, transforms
 
 
@@ -315,10 +315,6 @@ def parallel_calls(spec: DataSpec) -> int:
   return _AUTOTUNE if n is None or n < 0 else int(n)
 
 
-def _dtype(spec: DataSpec) -> tf.DType:
-  return tf.as_dtype(parse_dtype(spec.dtype, key="data.dtype"))
-
-
 # ---------------------------------------------------------------- training
 
 
@@ -405,13 +401,12 @@ def train_clip_to_frames(
 
 
 def _train_frame(spec: DataSpec, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """One frame: decode only its box, flip (uint8), resize, normalise: video [S, S, 3]."""
+  """One frame: decode only its box, flip, resize: video uint8 [S, S, 3] (0-255 RGB)."""
   frame = tf.io.decode_and_crop_jpeg(f["jpeg"], f["box"], channels=3)
   if spec.flip:
     frame = transforms.flip_left_right(frame, f["flip"])
   size = spec.crop_size
-  frame = transforms.resize(frame[None], size, size)[0]
-  video = transforms.normalize(frame, spec.mean, spec.std, _dtype(spec))
+  video = transforms.resize(frame[None], size, size)[0]
   return {"video": tf.ensure_shape(video, [size, size, 3]), "label": f["label"]}
 
 
@@ -436,7 +431,6 @@ def make_train_dataset(
   builder = builder or load_builder(spec)
   _check_flip(spec)
   check_frame_rate(spec, builder)
-  _dtype(spec)
   split = spec.train_split
   n = num_examples(spec, split, builder=builder)
   start, end = shard_bounds(n, process_index, process_count)
@@ -486,7 +480,7 @@ def make_train_iterator(
   start_step: int = 0,
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite iterator of training batches (numpy): video [B, U, T, S, S, 3], label, mask."""
+  """Infinite iterator of training batches (numpy): video uint8 [B, U, T, S, S, 3], label, mask."""
   ds = make_train_dataset(
     spec,
     local_batch_size=local_batch_size,
@@ -501,7 +495,7 @@ def make_train_iterator(
 # ---------------------------------------------------------------- evaluation
 
 
-def _eval_select(
+def eval_select(
   spec: DataSpec, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
@@ -515,11 +509,10 @@ def _eval_select(
 
 
 def _eval_frame(spec: DataSpec, num_crops: int, crop_size: int, jpeg: tf.Tensor) -> tf.Tensor:
-  """One test frame: decode, short side to eval.short_side, crops: [crops, S, S, 3] normalised."""
+  """One test frame: decode, short side to spec.short_side, crops: uint8 [crops, S, S, 3]."""
   frame = tf.io.decode_jpeg(jpeg, channels=3)[None]
   frame = transforms.resize_short_side(frame, spec.short_side)
-  crops = transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
-  return transforms.normalize(crops, spec.mean, spec.std, _dtype(spec))
+  return transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
 
 
 def _eval_group(spec: DataSpec, num_segments: int, views: tf.Tensor) -> tf.Tensor:
@@ -532,13 +525,13 @@ def _eval_group(spec: DataSpec, num_segments: int, views: tf.Tensor) -> tf.Tenso
 def eval_views(
   spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, ex: dict
 ) -> dict[str, tf.Tensor]:
-  """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres (the eval
+  """Test views of one example: video uint8 [crops, U_test, T, S, S, 3] at segment centres (the eval
   pipeline's transforms on one example, for single-video inference)."""
-  sel = _eval_select(spec, num_segments, ex)
+  sel = eval_select(spec, num_segments, ex)
   views = tf.map_fn(
     lambda j: _eval_frame(spec, num_crops, crop_size, j),
     sel["jpeg"],
-    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], _dtype(spec)),
+    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], tf.uint8),
   )
   return {
     "video": _eval_group(spec, num_segments, views),
@@ -576,7 +569,7 @@ def make_eval_dataset(
   num_batches = math.ceil(max_local / local_batch_size)
   frames_per_clip = num_segments * spec.num_frames
   ds = read_examples(builder, split, start, end)
-  ds = ds.map(lambda ex: _eval_select(spec, num_segments, ex))
+  ds = ds.map(lambda ex: eval_select(spec, num_segments, ex))
   # One element per frame for decoding (as in training), regrouped per clip.
   ds = ds.flat_map(
     lambda el: tf.data.Dataset.zip(
@@ -599,7 +592,7 @@ def make_eval_dataset(
   )
   shape = [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3]
   pad = {
-    "video": tf.zeros(shape, _dtype(spec)),
+    "video": tf.zeros(shape, tf.uint8),
     "label": tf.constant(0, tf.int32),
     "mask": tf.constant(False),
     "video_id": tf.constant(b""),
@@ -622,8 +615,8 @@ def make_eval_iterator(
   crop_size: int | None = None,
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Finite iterator of eval batches (numpy): video [B, crops, U_test, T, S, S, 3], label, mask,
-  video_id. `crop_size` defaults to spec.eval_crop_size (periodic validation passes 224)."""
+  """Finite iterator of eval batches (numpy): video uint8 [B, crops, U_test, T, S, S, 3], label,
+  mask, video_id. `crop_size` defaults to spec.eval_crop_size (periodic validation passes 224)."""
   ds = make_eval_dataset(
     spec,
     split=split,

@@ -163,19 +163,21 @@ def jpeg_shape(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def resize(frames: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
-  """Bilinear resize [N, H, W, 3] -> float32 [N, height, width, 3] (no-op cast if same size)."""
-  frames_f = tf.cast(frames, tf.float32)
+  """Bilinear resize (half-pixel centres, no antialiasing) of uint8 [N, H, W, 3] -> uint8
+  [N, height, width, 3], rounded to nearest: within 0.5 of the float32 resize. The frames are
+  returned as they are when already of that size."""
   shape = tf.shape(frames)
   same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
-  return tf.cond(
-    same,
-    lambda: frames_f,
-    lambda: tf.image.resize(frames_f, tf.stack([height, width]), method="bilinear"),
-  )
+
+  def resized() -> tf.Tensor:
+    out = tf.image.resize(frames, tf.stack([height, width]), method="bilinear")  # float32
+    return tf.saturate_cast(tf.round(out), tf.uint8)
+
+  return tf.cond(same, lambda: tf.cast(frames, tf.uint8), resized)
 
 
 def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
-  """Resizes [N, H, W, 3] so min(H, W) == short_side (aspect kept, rounded): float32."""
+  """Resizes uint8 [N, H, W, 3] so min(H, W) == short_side (aspect kept, rounded): uint8."""
   shape = tf.shape(frames)
   h = tf.cast(shape[1], tf.float32)
   w = tf.cast(shape[2], tf.float32)
@@ -224,19 +226,3 @@ def flip_left_right(frames: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.reverse(rows, axis=[1]), shape)
 
   return tf.cond(flip, flipped, lambda: frames)
-
-
-def normalize(
-  frames: tf.Tensor, mean: Sequence[float], std: Sequence[float], dtype: tf.DType
-) -> tf.Tensor:
-  """(x - mean) / std on the 0-255 scale, per RGB channel, then cast to `dtype`.
-
-  Broadcasting a length-3 vector over the last axis is slow on CPU (a 3-element inner loop, ~4x),
-  so the rows are flattened to [..., W*C] and the constants tiled W times.
-  """
-  shape = tf.shape(frames)
-  width, channels = shape[-2], len(mean)
-  mean_row = tf.tile(tf.constant(mean, tf.float32), [width])
-  inv_row = tf.tile(1.0 / tf.constant(std, tf.float32), [width])
-  rows = tf.reshape(tf.cast(frames, tf.float32), tf.stack([-1, width * channels]))
-  return tf.reshape(tf.cast((rows - mean_row) * inv_row, dtype), shape)

@@ -53,7 +53,8 @@ def schedule_of(config: ConfigDict) -> Any:
 def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> dict[str, Any]:
   """The trainer's jitted step and the jitted value_and_grad of its loss, ready to call.
 
-  video float32 [N, U, T, H, W, 3], labels int32 [N]; `model`: the initial weights (default: the
+  video [N, U, T, H, W, 3] (uint8 0-255, normalised in the step as in training, or float32
+  already normalised), labels int32 [N]; `model`: the initial weights (default: the
   config's init). Returns `step`, `fwd_bwd` (callables), `step_on` (the step on another batch of
   the same shapes and dtypes: a dict of video, label, mask arrays, host or device), `state`
   (() -> the current train state), `step_gflop` and `hlo_step_gflop`.
@@ -62,6 +63,7 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   import jax.numpy as jnp
   from flax import nnx
 
+  from dsanet_jax.common import data_spec
   from dsanet_jax.models.flops import count_gmacs, hlo_macs
   from dsanet_jax.train import optim, trainer
   from dsanet_jax.train import state as state_lib
@@ -77,15 +79,19 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
     "label": jnp.asarray(labels),
     "mask": jnp.ones(labels.shape, bool),
   }
+  data = data_spec.from_config(config)
   step_fn = trainer.make_train_step(
-    mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing
+    mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing, data=data
   )
   compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch).compile()
 
   def loss_fn(params: Any, stats: Any, rngs: Any) -> tuple[jax.Array, Any]:
     model = nnx.merge(mdef.train_graph, params, stats, rngs)
     loss, _ = trainer.cross_entropy(
-      model(batch["video"]), batch["label"], batch["mask"], config.train.label_smoothing
+      model(data.model_input(batch["video"])),
+      batch["label"],
+      batch["mask"],
+      config.train.label_smoothing,
     )
     return loss, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
