@@ -22,9 +22,9 @@ Phases of a training example (DMVR's design, our code):
            strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
            buffer of `data.shuffle_buffer` clips;
-  decode   one tf.data element per frame (the clip's one box, flip coin and label copied to each):
-           `decode_and_crop_jpeg` of the box (transforms.py), flip, resize (uint8 out);
-  batch    B*U*T frames in order -> [B, U, T, S, S, 3] (one copy), bounded prefetch.
+  decode   one tf.data element per clip (one box and one flip coin for its U*T frames):
+           `decode_and_crop_jpeg` of the box, flip, resize, uint8 throughout (transforms.py);
+  batch    B clips -> [B, U, T, S, S, 3] uint8 (one copy), bounded prefetch.
 Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
 shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
 k*B // n_local and skips the rest (reading, not decoding, at most one epoch of records).
@@ -377,11 +377,11 @@ def train_crop_box(
   raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {crop!r}")
 
 
-def train_clip_to_frames(
+def train_clip(
   spec: DataSpec, perm: np.ndarray | None, el: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
-  """Draws the clip's one box and one flip coin (and mirrors its label when flipped); returns
-  per-frame rows [U*T]: 'jpeg', 'box' int32 [U*T, 4], 'flip' bool, 'label' int32."""
+  """Draws the clip's one box and one flip coin (and mirrors its label when flipped): 'jpegs'
+  [U*T], 'box' int32 [4] (y, x, h, w), 'flip' bool, 'label' int32."""
   s_box, s_flip = sampling.split_seed(el["seed"], 2)
   jpegs = el["jpegs"]
   h, w = transforms.jpeg_shape(jpegs[0])
@@ -391,31 +391,22 @@ def train_clip_to_frames(
   if perm is not None:  # label -1 (unlabelled) stays -1
     mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))
     label = tf.where(flip & (label >= 0), mirrored, label)
-  n = tf.shape(jpegs)[0]
-  return {
-    "jpeg": jpegs,
-    "box": tf.tile(box[None], [n, 1]),
-    "flip": tf.fill([n], flip),
-    "label": tf.fill([n], label),
-  }
+  return {"jpegs": jpegs, "box": box, "flip": flip, "label": label}
 
 
-def _train_frame(spec: DataSpec, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """One frame: decode only its box, flip, resize: video uint8 [S, S, 3] (0-255 RGB)."""
-  frame = tf.io.decode_and_crop_jpeg(f["jpeg"], f["box"], channels=3)
-  if spec.flip:
-    frame = transforms.flip_left_right(frame, f["flip"])
-  size = spec.crop_size
-  video = transforms.resize(frame[None], size, size)[0]
-  return {"video": tf.ensure_shape(video, [size, size, 3]), "label": f["label"]}
+def decode_train_clip(spec: DataSpec, clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """One clip (`train_clip`): decode only the box of each of its U*T frames, flip them, resize
+  to crop_size: video uint8 [U, T, S, S, 3] (0-255 RGB), label int32.
 
-
-def _train_frames_to_batch(spec: DataSpec, frames: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """[B*U*T] frames (clip-major, frame-minor) -> video [B, U, T, S, S, 3], label [B], mask [B]."""
+  One tf.data element per clip: its frames share the box, so they decode to one [U*T, h, w, 3]
+  stack that is flipped and resized at once (`transforms.resize`, uint8 in and out)."""
   u, t, size = spec.num_segments, spec.num_frames, spec.crop_size
-  label = frames["label"][:: u * t]
-  video = tf.reshape(frames["video"], [-1, u, t, size, size, 3])
-  return {"video": video, "label": label, "mask": tf.ones_like(label, tf.bool)}
+  jpegs, box = clip["jpegs"], clip["box"]
+  frames = tf.stack([tf.io.decode_and_crop_jpeg(jpegs[i], box, channels=3) for i in range(u * t)])
+  if spec.flip:
+    frames = transforms.flip_left_right(frames, clip["flip"])
+  video = transforms.resize(frames, size, size)
+  return {"video": tf.reshape(video, [u, t, size, size, 3]), "label": clip["label"]}
 
 
 def make_train_dataset(
@@ -461,12 +452,12 @@ def make_train_dataset(
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_ds)
   if skip:
     ds = ds.skip(skip)
-  # One element per frame from here: decoding parallelises over frames, not only clips.
-  ds = ds.map(lambda el: train_clip_to_frames(spec, perm, el)).unbatch()
-  ds = ds.map(lambda f: _train_frame(spec, f), num_parallel_calls=parallel_calls(spec))
-  frames_per_clip = spec.num_segments * spec.num_frames
-  ds = ds.batch(local_batch_size * frames_per_clip, drop_remainder=True)
-  ds = ds.map(lambda b: _train_frames_to_batch(spec, b))
+  ds = ds.map(
+    lambda el: decode_train_clip(spec, train_clip(spec, perm, el)),
+    num_parallel_calls=parallel_calls(spec),
+  )
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.map(lambda b: {**b, "mask": tf.ones_like(b["label"], tf.bool)})
   ds = ds.prefetch(spec.prefetch)
   return ds.with_options(dataset_options(spec))
 
@@ -508,33 +499,27 @@ def eval_select(
   }
 
 
-def _eval_frame(spec: DataSpec, num_crops: int, crop_size: int, jpeg: tf.Tensor) -> tf.Tensor:
-  """One test frame: decode, short side to spec.short_side, crops: uint8 [crops, S, S, 3]."""
-  frame = tf.io.decode_jpeg(jpeg, channels=3)[None]
-  frame = transforms.resize_short_side(frame, spec.short_side)
-  return transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
-
-
-def _eval_group(spec: DataSpec, num_segments: int, views: tf.Tensor) -> tf.Tensor:
-  """[U_test*T, crops, S, S, 3] frames of one clip -> [crops, U_test, T, S, S, 3]."""
-  crops, size = views.shape[1], views.shape[2]
-  video = tf.reshape(views, [num_segments, spec.num_frames, crops, size, size, 3])
-  return tf.transpose(video, [2, 0, 1, 3, 4, 5])
+def decode_eval_clip(
+  spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, jpegs: tf.Tensor
+) -> tf.Tensor:
+  """The test frames [U_test*T] of one video (`eval_select`) -> views uint8 [crops, U_test, T, S,
+  S, 3]: decode, short side to spec.short_side (skipped when it already is), crops (crop-major,
+  `transforms.multi_crop`). One tf.data element per clip: its frames share one size."""
+  n = num_segments * spec.num_frames
+  frames = tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3) for i in range(n)])
+  frames = transforms.resize_short_side(frames, spec.short_side)
+  crops = transforms.multi_crop(frames, crop_size, num_crops)  # [crops, n, S, S, 3]
+  return tf.reshape(crops, [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3])
 
 
 def eval_views(
   spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, ex: dict
 ) -> dict[str, tf.Tensor]:
-  """Test views of one example: video uint8 [crops, U_test, T, S, S, 3] at segment centres (the eval
-  pipeline's transforms on one example, for single-video inference)."""
+  """Test views of one example (the eval pipeline's, for single-video inference): video uint8
+  [crops, U_test, T, S, S, 3] at segment centres, label, mask (True), video_id."""
   sel = eval_select(spec, num_segments, ex)
-  views = tf.map_fn(
-    lambda j: _eval_frame(spec, num_crops, crop_size, j),
-    sel["jpeg"],
-    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], tf.uint8),
-  )
   return {
-    "video": _eval_group(spec, num_segments, views),
+    "video": decode_eval_clip(spec, num_segments, num_crops, crop_size, sel["jpeg"]),
     "label": sel["label"],
     "mask": tf.constant(True),
     "video_id": sel["video_id"],
@@ -567,28 +552,10 @@ def make_eval_dataset(
     b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
   )
   num_batches = math.ceil(max_local / local_batch_size)
-  frames_per_clip = num_segments * spec.num_frames
   ds = read_examples(builder, split, start, end)
-  ds = ds.map(lambda ex: eval_select(spec, num_segments, ex))
-  # One element per frame for decoding (as in training), regrouped per clip.
-  ds = ds.flat_map(
-    lambda el: tf.data.Dataset.zip(
-      tf.data.Dataset.from_tensor_slices(el["jpeg"]),
-      tf.data.Dataset.from_tensors((el["label"], el["video_id"])).repeat(frames_per_clip),
-    )
-  )
   ds = ds.map(
-    lambda jpeg, meta: (_eval_frame(spec, num_crops, crop_size, jpeg), meta),
+    lambda ex: eval_views(spec, num_segments, num_crops, crop_size, ex),
     num_parallel_calls=parallel_calls(spec),
-  )
-  ds = ds.batch(frames_per_clip, drop_remainder=True)
-  ds = ds.map(
-    lambda views, meta: {
-      "video": _eval_group(spec, num_segments, views),
-      "label": meta[0][0],
-      "mask": tf.constant(True),
-      "video_id": meta[1][0],
-    }
   )
   shape = [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3]
   pad = {

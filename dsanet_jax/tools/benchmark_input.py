@@ -8,7 +8,7 @@ Measures, in rounds in one process (the machine may be shared, so compare the ra
   raw:      the decode work the pipeline cannot avoid, of the JPEG frames it samples for its first
             `--raw_clips` clips (held in memory), in a tf.data map with the pipeline's parallelism
             and options -> frames/s. train: `tf.io.decode_and_crop_jpeg` at the crop box the
-            pipeline draws for each clip (`pipeline.train_clip_to_frames`); eval: `decode_jpeg`
+            pipeline draws for each clip (`pipeline.train_clip`); eval: `decode_jpeg`
             of the whole frame (its crops cover it).
   pipeline: batches of `pipeline.make_train_dataset` (read, sample, decode the crop box, flip,
             resize, batch) or of `pipeline.make_eval_dataset` (read, sample the test snippets,
@@ -56,9 +56,10 @@ def sampled_crops(
   n = pipeline.num_examples(spec, split, builder=builder)
   ds = pipeline.read_examples(builder, split, 0, n)
   ds = ds.map(lambda ex: pipeline.train_select(spec, tf.constant(0, tf.int64), ex["index"], ex))
-  ds = ds.map(lambda el: pipeline.train_clip_to_frames(spec, None, el))
+  ds = ds.map(lambda el: pipeline.train_clip(spec, None, el))
   clips = _first(ds, num_clips)
-  return tf.concat([c["jpeg"] for c in clips], 0), tf.concat([c["box"] for c in clips], 0)
+  boxes = [tf.tile(c["box"][None], [spec.frames_per_clip, 1]) for c in clips]
+  return tf.concat([c["jpegs"] for c in clips], 0), tf.concat(boxes, 0)
 
 
 def sampled_test_frames(
