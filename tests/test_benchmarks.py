@@ -125,7 +125,9 @@ def test_raw_baseline_decodes_the_pipelines_crops(ramp_builder):
   got = next(ds.as_numpy_iterator())["video"][0].reshape(6, 16, 16, 3)
 
   def prepare(frame):
-    return transforms.resize(frame[None], 16, 16)[0].numpy().astype(np.int32)
+    out = np.empty((16, 16, 3), np.uint8)
+    transforms.resize_into(frame.numpy(), out)
+    return out.astype(np.int32)
 
   for i in range(6):
     want = prepare(tf.io.decode_and_crop_jpeg(jpegs[i], boxes[i], channels=3))
@@ -166,6 +168,44 @@ def test_uint8_pipeline_equals_the_float_pipeline_within_rounding(ramp_builder):
       flips.add(bool(clip["flip"]))
       sizes.add(int(clip["box"][2]) > 16)
   assert flips == {True, False} and sizes == {True, False}, (flips, sizes)
+
+
+@pytest.mark.parametrize("short_side", [H, H + 5])
+def test_uint8_eval_views_equal_the_float_views_within_rounding(ramp_builder, short_side):
+  """The eval batches (uint8, normalised on the device) equal the float32 views the pipeline built
+  before (decode, float short-side resize, three crops, normalise on the host) to within one
+  unit of uint8 rounding: frames kept at their size (exactly) and resized (upscaled)."""
+  cfg = _input_config()
+  cfg.eval.short_side, cfg.eval.crop_size = short_side, H - 2
+  spec = data_spec.from_config(cfg)
+  u, s = 2, H - 2
+  (batch,) = list(
+    pipeline.make_eval_iterator(
+      spec,
+      split="train",
+      local_batch_size=3,
+      process_index=0,
+      process_count=1,
+      num_segments=u,
+      num_crops=3,
+      builder=ramp_builder,
+    )
+  )
+  assert batch["video"].dtype == np.uint8 and batch["mask"].all()
+  got = np.asarray(spec.model_input(jnp.asarray(batch["video"])))  # [3, crops, U, T, S, S, 3]
+  mean, std = np.asarray(cfg.data.mean, np.float32), np.asarray(cfg.data.std, np.float32)
+  ds = pipeline.read_examples(ramp_builder, "train", 0, 3)
+  for ex in ds.map(lambda ex: pipeline.eval_select(spec, u, ex)):
+    (c,) = np.flatnonzero(batch["video_id"] == ex["video_id"].numpy())
+    frames = tf.cast(tf.stack([tf.io.decode_jpeg(j, channels=3) for j in ex["jpeg"]]), tf.float32)
+    h, w = (H, W) if short_side == H else (short_side, round(W * short_side / H))
+    frames = tf.image.resize(frames, [h, w], "bilinear").numpy()  # the former float resize
+    for k, x in enumerate([0, (w - s) // 2, w - s]):  # landscape: left, centre, right
+      y = (h - s) // 2
+      want = (frames[:, y : y + s, x : x + s] - mean) / std
+      units = np.abs(got[c, k].reshape(want.shape) - want) * std
+      limit = 1e-3 if short_side == H else 1.0  # no resize: exact; else within one unit
+      assert units.max() < limit, (short_side, c, k, units.max())
 
 
 @pytest.mark.parametrize("kind", ["train", "eval"])

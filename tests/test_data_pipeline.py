@@ -323,14 +323,25 @@ def test_eval_views_are_test_centres_and_crops(builder):
 
 
 def test_three_crops_positions():
-  frames = tf.reshape(tf.range(2 * 4 * 8, dtype=tf.float32), [2, 4, 8, 1])
-  crops = transforms.multi_crop(frames, 4, 3).numpy()  # landscape: left, centre, right
-  np.testing.assert_array_equal(crops[0], frames.numpy()[:, :, 0:4])
-  np.testing.assert_array_equal(crops[1], frames.numpy()[:, :, 2:6])
-  np.testing.assert_array_equal(crops[2], frames.numpy()[:, :, 4:8])
-  portrait = tf.transpose(frames, [0, 2, 1, 3])  # [2, 8, 4, 1]: top, centre, bottom
-  crops = transforms.multi_crop(portrait, 4, 3).numpy()
-  np.testing.assert_array_equal(crops[2], portrait.numpy()[:, 4:8])
+  frames = np.arange(2 * 4 * 8, dtype=np.uint8).reshape(2, 4, 8, 1).repeat(3, -1)
+  crops = transforms.test_views(
+    4, 4, 3, 2, *frames, *frames[::-1]
+  )  # landscape: left, centre, right
+  assert crops.shape == (2, 3, 2, 4, 4, 3)
+  np.testing.assert_array_equal(crops[1, :, ::-1], crops[0])  # clip-major
+  np.testing.assert_array_equal(crops[0, 0], frames[:, :, 0:4])
+  np.testing.assert_array_equal(crops[0, 1], frames[:, :, 2:6])
+  np.testing.assert_array_equal(crops[0, 2], frames[:, :, 4:8])
+  portrait = np.ascontiguousarray(frames.transpose(0, 2, 1, 3))  # [2, 8, 4, 3]: top, centre, bottom
+  crops = transforms.test_views(4, 4, 3, 2, *portrait)
+  np.testing.assert_array_equal(crops[0, 0], portrait[:, 0:4])
+  np.testing.assert_array_equal(crops[0, 2], portrait[:, 4:8])
+  assert transforms.short_side_size(4, 8, 4) == (4, 8) and transforms.short_side_size(6, 9, 4) == (
+    4,
+    6,
+  )
+  with pytest.raises(ValueError, match="smaller than the test crop"):
+    transforms.crop_starts(4, 8, 5, 3)
 
 
 def test_random_resized_crop_box_axes():

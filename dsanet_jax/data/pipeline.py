@@ -22,8 +22,9 @@ Phases of a training example (DMVR's design, our code):
            strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
            buffer of `data.shuffle_buffer` clips;
-  decode   one tf.data element per clip (one box and one flip coin for its U*T frames):
-           `decode_and_crop_jpeg` of the box, flip, resize, uint8 throughout (transforms.py);
+  decode   one tf.data element per clip (`train_clip`: one box and one flip coin for its U*T
+           frames): `decode_and_crop_jpeg` of the box of each frame, then resize and flip
+           straight into the clip's uint8 [U, T, S, S, 3] (`decode_train_clip`, transforms.py);
   batch    B clips -> [B, U, T, S, S, 3] uint8 (one copy), bounded prefetch.
 Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
 shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
@@ -31,6 +32,7 @@ k*B // n_local and skips the rest (reading, not decoding, at most one epoch of r
 """
 
 import difflib
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -395,18 +397,18 @@ def train_clip(
 
 
 def decode_train_clip(spec: DataSpec, clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """One clip (`train_clip`): decode only the box of each of its U*T frames, flip them, resize
-  to crop_size: video uint8 [U, T, S, S, 3] (0-255 RGB), label int32.
+  """One clip (`train_clip`) -> {'video': uint8 [U, T, S, S, 3] (0-255 RGB), 'label' int32}.
 
-  One tf.data element per clip: its frames share the box, so they decode to one [U*T, h, w, 3]
-  stack that is flipped and resized at once (`transforms.resize`, uint8 in and out)."""
-  u, t, size = spec.num_segments, spec.num_frames, spec.crop_size
-  jpegs, box = clip["jpegs"], clip["box"]
-  frames = tf.stack([tf.io.decode_and_crop_jpeg(jpegs[i], box, channels=3) for i in range(u * t)])
-  if spec.flip:
-    frames = transforms.flip_left_right(frames, clip["flip"])
-  video = transforms.resize(frames, size, size)
-  return {"video": tf.reshape(video, [u, t, size, size, 3]), "label": clip["label"]}
+  One tf.data element per clip: `tf.io.decode_and_crop_jpeg` decodes only the clip's box of each
+  of its U*T frames, then one `tf.numpy_function` (`transforms.train_frames`) resizes each crop to
+  crop_size and mirrors it if the clip is flipped, straight into the clip's array (uint8
+  throughout)."""
+  n, u, t, size = spec.frames_per_clip, spec.num_segments, spec.num_frames, spec.crop_size
+  frames = [tf.io.decode_and_crop_jpeg(clip["jpegs"][i], clip["box"], channels=3) for i in range(n)]
+  resize = functools.partial(transforms.train_frames, size, n)
+  video = tf.numpy_function(resize, [clip["flip"][None], *frames], tf.uint8, stateful=False)
+  video = tf.reshape(tf.ensure_shape(video, [n, size, size, 3]), [u, t, size, size, 3])
+  return {"video": video, "label": clip["label"]}
 
 
 def make_train_dataset(
@@ -503,13 +505,17 @@ def decode_eval_clip(
   spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, jpegs: tf.Tensor
 ) -> tf.Tensor:
   """The test frames [U_test*T] of one video (`eval_select`) -> views uint8 [crops, U_test, T, S,
-  S, 3]: decode, short side to spec.short_side (skipped when it already is), crops (crop-major,
-  `transforms.multi_crop`). One tf.data element per clip: its frames share one size."""
+  S, 3] (0-255 RGB, crop-major).
+
+  One tf.data element per clip: `tf.io.decode_jpeg` of each frame, then one `tf.numpy_function`
+  (`transforms.test_views`) resizes the short side to spec.short_side (skipped when it already
+  is) and copies the crops straight into the clip's array."""
   n = num_segments * spec.num_frames
-  frames = tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3) for i in range(n)])
-  frames = transforms.resize_short_side(frames, spec.short_side)
-  crops = transforms.multi_crop(frames, crop_size, num_crops)  # [crops, n, S, S, 3]
-  return tf.reshape(crops, [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3])
+  frames = [tf.io.decode_jpeg(jpegs[i], channels=3) for i in range(n)]
+  views = functools.partial(transforms.test_views, spec.short_side, crop_size, num_crops, n)
+  video = tf.numpy_function(views, frames, tf.uint8, stateful=False)
+  video = tf.ensure_shape(video, [1, num_crops, n, crop_size, crop_size, 3])
+  return tf.reshape(video, [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3])
 
 
 def eval_views(
