@@ -1,5 +1,7 @@
 """The tf.data snippet pipeline on a tiny TFDS dataset built here (the builders' features)."""
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
 from dsanet_jax.common import data_spec
-from dsanet_jax.data import pipeline, transforms
+from dsanet_jax.data import frame_index, pipeline, transforms
 from tests.test_sampling import spec_frame_indices, spec_test_offsets
 
 H, W = 32, 40
@@ -430,20 +432,42 @@ def test_default_dataset_end_to_end(tmp_path):
 
 
 def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
-  assert pipeline._direct_readable(builder)
+  assert pipeline.direct_readable(builder)
   assert len(builder.info.splits["train"].file_instructions) == 3  # several shards interleaved
 
-  def read(start, end):
+  def read(start, end):  # every frame's JPEG bytes: byte ranges (direct) or parsed (TFDS)
+    ds = pipeline.read_examples(builder, "train", start, end).map(
+      lambda ex: {
+        **{k: ex[k] for k in ("index", "video_id", "label")},
+        "jpegs": pipeline.gather_frames(ex, tf.range(pipeline.num_frames(ex))),
+      }
+    )
     return {
-      int(ex["index"]): (ex["video_id"], ex["label"], ex["video"].shape[0])
-      for ex in pipeline.read_examples(builder, "train", start, end).as_numpy_iterator()
+      int(ex["index"]): (ex["video_id"], ex["label"], tuple(ex["jpegs"]))
+      for ex in ds.as_numpy_iterator()
     }
 
   direct = [read(0, 10), read(3, 8), read(5, 5)]
-  monkeypatch.setattr(pipeline, "_direct_readable", lambda b: False)
+  monkeypatch.setattr(pipeline, "direct_readable", lambda b: False)
   via_tfds = [read(0, 10), read(3, 8), read(5, 5)]
   assert direct == via_tfds
   assert sorted(direct[1]) == [3, 4, 5, 6, 7] and direct[2] == {}
+  assert all(len(v[2]) > 1 and v[2][0][:2] == b"\xff\xd8" for v in direct[0].values())  # JPEGs
+
+
+def test_frame_index_is_rebuilt_when_stale(builder):
+  shard = os.fspath(builder.info.splits["train"].file_instructions[0].filename)
+  frame_index.ensure(shard)
+  good = frame_index.load(shard)
+  stale = {**good, "shard_bytes": good["shard_bytes"] + 1}
+  with open(frame_index.index_path(shard), "wb") as f:  # a test file, not a user path
+    np.savez(f, **stale)
+  with pytest.raises(FileNotFoundError, match="no up-to-date frame index"):
+    frame_index.load(shard)
+  frame_index.ensure(shard)
+  again = frame_index.load(shard)
+  assert all(np.array_equal(again[k], good[k]) for k in good)
+  assert len(good["row_splits"]) == len(good["label"]) + 1 and good["offset"].size > 0
 
 
 def test_eval_prepare_of_one_example_equals_the_pipeline(builder):

@@ -44,7 +44,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from dsanet_jax.common.data_spec import DataSpec
-from dsanet_jax.data import sampling, transforms
+from dsanet_jax.data import frame_index, sampling, transforms
 
 
 def _hide_gpus_from_tf() -> None:
@@ -211,7 +211,7 @@ _SERIALIZED = {
 }
 
 
-def _direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
+def direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
   """True when the dataset is TFRecord files of tf.train.Example with the features as expected."""
   info = builder.info
   if str(getattr(info.file_format, "value", info.file_format)) != "tfrecord":
@@ -232,37 +232,50 @@ def read_examples(
   cycle_length: int = 4,
   file_order_seed: tf.Tensor | None = None,
 ) -> tf.data.Dataset:
-  """Examples [start, end) of `split`: {'video': JPEG strings [F], 'label': int64, 'video_id':
-  string, 'index': int64 (the example's position in the split)}. Frames stay encoded.
+  """Examples [start, end) of `split`: {'label': int64, 'video_id': string, 'index': int64 (the
+  example's position in the split)} and the video's frames, left encoded and not yet read:
+  `num_frames(ex)` counts them, `gather_frames(ex, idx)` reads the chosen ones.
 
-  For TFRecord datasets (the builders' default) this reads the shard files of the slice directly
-  (`file_instructions`), `cycle_length` files at a time in a deterministic parallel interleave, in
-  an order shuffled by `file_order_seed` (int64 scalar; None = stored order), and parses only the
-  features above: the same examples as `as_dataset` with `SkipDecoding` on the video at about half
-  the CPU cost (TFDS parses and reshapes every feature). Other formats go through
-  `builder.as_dataset(decoders={'video': SkipDecoding()})` in stored order.
+  For TFRecord datasets (the builders' default) an example is where its frames lie in its shard
+  file ('shard' string, 'offset' int64 [F], 'length' int32 [F], from `frame_index`, built on the
+  first read of a shard), so that a clip reads only the bytes of its frames, not its whole record.
+  The slice's shards come from `file_instructions`, `cycle_length` of them at a time in a
+  deterministic parallel interleave, in an order shuffled by `file_order_seed` (int64 scalar; None
+  = stored order): the same examples, in the same order, as reading the records themselves. Other
+  formats go through `builder.as_dataset(decoders={'video': SkipDecoding()})` in stored order, an
+  example holding its JPEG strings ('video' [F]).
   """
   empty = end <= start  # TFDS refuses an empty slice: read one example and take none
   sub = f"{split}[{start}:{start + 1 if empty else end}]"
-  if _direct_readable(builder):
+  if direct_readable(builder):
     instructions = builder.info.splits[sub].file_instructions
     files = [os.fspath(fi.filename) for fi in instructions]
     skips = [int(fi.skip) for fi in instructions]
     takes = [int(fi.take) for fi in instructions]
     firsts = np.cumsum([start, *takes[:-1]]).tolist()
-    specs = {
-      "video": tf.io.VarLenFeature(tf.string),
-      "label": tf.io.FixedLenFeature([], tf.int64),
-      "video_id": tf.io.FixedLenFeature([], tf.string),
-    }
+    for f in files:
+      frame_index.ensure(f)
 
-    def parse(index: tf.Tensor, record: tf.Tensor) -> dict[str, tf.Tensor]:
-      ex = tf.io.parse_single_example(record, specs)
-      return {**ex, "video": ex["video"].values, "index": index}
+    def load(f: bytes) -> tuple[np.ndarray, ...]:
+      index = frame_index.load(os.fsdecode(np.asarray(f).item()))
+      keys = ("offset", "length", "row_splits", "label", "video_id")
+      return tuple(index[k] for k in keys)
 
     def shard(f: tf.Tensor, skip: tf.Tensor, take: tf.Tensor, first: tf.Tensor) -> tf.data.Dataset:
-      records = tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip).take(take)
-      return tf.data.Dataset.zip((tf.data.Dataset.range(first, first + take), records)).map(parse)
+      types = (tf.int64, tf.int32, tf.int64, tf.int64, tf.string)
+      offset, length, splits, label, video_id = tf.numpy_function(load, [f], types, stateful=False)
+      rows = tf.data.Dataset.from_tensor_slices(
+        {
+          "offset": tf.RaggedTensor.from_row_splits(offset, splits, validate=False),
+          "length": tf.RaggedTensor.from_row_splits(length, splits, validate=False),
+          "label": tf.ensure_shape(label, [None]),
+          "video_id": tf.ensure_shape(video_id, [None]),
+        }
+      )
+      rows = rows.skip(skip).take(take)
+      return tf.data.Dataset.zip((tf.data.Dataset.range(first, first + take), rows)).map(
+        lambda i, r: {**r, "shard": f, "index": i}
+      )
 
     files_ds = tf.data.Dataset.from_tensor_slices(
       (
@@ -300,6 +313,23 @@ def read_examples(
       }
     )
   return ds.take(0) if empty else ds
+
+
+def num_frames(ex: dict[str, tf.Tensor]) -> tf.Tensor:
+  """The number of frames of an example of `read_examples` (int32 scalar)."""
+  return tf.shape(ex["offset"] if "offset" in ex else ex["video"])[0]
+
+
+def gather_frames(ex: dict[str, tf.Tensor], idx: tf.Tensor) -> tf.Tensor:
+  """The JPEG strings [N] of frames `idx` int32 [N] of an example of `read_examples`: byte ranges
+  of its shard (`frame_index.read_frames`), or its strings gathered."""
+  if "offset" not in ex:
+    return tf.gather(ex["video"], idx)
+  offset, length = tf.gather(ex["offset"], idx), tf.gather(ex["length"], idx)
+  jpegs = tf.numpy_function(
+    frame_index.read_frames, [ex["shard"], offset, length], tf.string, stateful=False
+  )
+  return tf.reshape(jpegs, tf.shape(idx))
 
 
 def dataset_options(spec: DataSpec) -> tf.data.Options:
@@ -348,10 +378,9 @@ def train_select(
 ) -> dict[str, tf.Tensor]:
   """Samples the U*T frame indices of one example and gathers their JPEG strings."""
   s_time, s_space = train_seeds(spec, epoch, index)
-  video = ex["video"]
-  idx = train_frame_indices(spec, tf.shape(video)[0], s_time)
+  idx = train_frame_indices(spec, num_frames(ex), s_time)
   return {
-    "jpegs": tf.gather(video, tf.reshape(idx, [-1])),
+    "jpegs": gather_frames(ex, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
     "seed": s_space,
   }
@@ -492,10 +521,9 @@ def eval_select(
   spec: DataSpec, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
-  video = ex["video"]
-  idx = eval_frame_indices(spec, tf.shape(video)[0], num_segments)
+  idx = eval_frame_indices(spec, num_frames(ex), num_segments)
   return {
-    "jpeg": tf.gather(video, tf.reshape(idx, [-1])),
+    "jpeg": gather_frames(ex, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
     "video_id": tf.cast(ex["video_id"], tf.string),
   }

@@ -21,9 +21,10 @@ ratio = pipeline frames/s / raw frames/s, the median over rounds. `ratio_cpu` co
 time per frame instead, which a shared machine disturbs less.
 
 Also reported: the host-to-device bytes of one batch (what `jax.make_array_from_process_local_data`
-copies: video, label, mask), the bytes read from storage per clip (the split's serialised records
-/ examples: a clip reads its whole video record) against the JPEG bytes of the frames it uses, per
-used frame.
+copies: video, label, mask), the bytes read from storage per clip (TFRecord datasets: the JPEG bytes
+of its frames, read as byte ranges, and its share of the shard indexes; other formats: its whole
+video record) against the JPEG bytes of the frames it uses and the bytes a video is stored in,
+per clip and per used frame.
 """
 
 import gc
@@ -44,7 +45,7 @@ from ml_collections import config_flags
 
 from dsanet_jax.common import data_spec
 from dsanet_jax.common.data_spec import DataSpec
-from dsanet_jax.data import pipeline
+from dsanet_jax.data import frame_index, pipeline
 
 
 def sampled_crops(
@@ -128,12 +129,23 @@ def batch_bytes(batch: dict[str, Any]) -> dict[str, int]:
 def read_bytes(
   builder: tfds.core.DatasetBuilder, split: str, jpegs: tf.Tensor, frames_per_clip: int
 ) -> dict[str, float]:
-  """Bytes read from storage per clip (the split's serialised records / examples: a clip reads
-  its whole video record) and the JPEG bytes it uses (its frames), per clip and per used frame."""
+  """Bytes read from storage per clip and per used frame, beside the JPEG bytes a clip uses (its
+  sampled frames) and the bytes a video is stored in (the split's serialised bytes / examples).
+
+  TFRecord datasets are read by byte ranges (`frame_index`): a clip reads its frames' JPEG bytes
+  plus its share of the shard indexes (each read once an epoch); other formats read whole
+  records."""
   info = builder.info.splits[split]
-  per_clip = float(info.num_bytes) / max(1, int(info.num_examples))
+  stored = float(info.num_bytes) / max(1, int(info.num_examples))
   used = float(np.mean([len(x) for x in jpegs.numpy()])) * frames_per_clip
+  if pipeline.direct_readable(builder):
+    shards = {os.fspath(fi.filename) for fi in info.file_instructions}
+    index = sum(tf.io.gfile.stat(frame_index.index_path(f)).length for f in shards)
+    per_clip = used + index / max(1, int(info.num_examples))
+  else:
+    per_clip = stored
   return {
+    "bytes_stored_per_clip": round(stored),
     "bytes_read_per_clip": round(per_clip),
     "bytes_used_per_clip": round(used),
     "bytes_read_per_used_frame": round(per_clip / frames_per_clip),
@@ -297,7 +309,8 @@ def main(argv: list[str]) -> None:
   print(
     f"  read per clip:         {r['bytes_read_per_clip'] / 1e6:.2f} MB for "
     f"{r['bytes_used_per_clip'] / 1e6:.2f} MB of used JPEGs ({r['read_over_used']:.1f}x); "
-    f"{r['bytes_read_per_used_frame'] / 1e3:.0f} kB per used frame"
+    f"{r['bytes_read_per_used_frame'] / 1e3:.0f} kB per used frame (stored: "
+    f"{r['bytes_stored_per_clip'] / 1e6:.2f} MB a video)"
   )
 
 
