@@ -170,9 +170,16 @@ def ensure(shard: str) -> None:
   buf = io.BytesIO()
   np.savez(buf, **index)
   tmp = f"{index_path(shard)}.tmp-{uuid.uuid4().hex}"
-  with tf.io.gfile.GFile(tmp, "wb") as f:
-    f.write(buf.getvalue())
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(buf.getvalue())
+  except tf.errors.PermissionDeniedError as e:
+    raise PermissionError(
+      f"cannot write the frame index {index_path(shard)}: the dataset directory must be "
+      "writable the first time a shard is read"
+    ) from e
   tf.io.gfile.rename(tmp, index_path(shard), overwrite=True)
+  logging.info("indexed the frames of %s (%d videos)", shard, len(index["label"]))
 
 
 def load(shard: str) -> dict[str, np.ndarray]:

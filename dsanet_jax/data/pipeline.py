@@ -17,9 +17,11 @@ Contract (docs/design.md):
 
 Phases of a training example (DMVR's design, our code):
   read     this process's contiguous slice [start, end) of the split (TFDS shuffled the examples
-           at build time), JPEG frames left encoded (`read_examples`);
-  sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
-           strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
+           at build time): where each example's JPEG frames lie in its shard (`read_examples`,
+           `frame_index`), nothing read yet;
+  sample   the U x T frame indices (sampling.py) from the example's seed, read only those JPEG
+           strings (`gather_frames`: byte ranges; before the shuffle buffer, so the buffer holds
+           U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
            buffer of `data.shuffle_buffer` clips;
   decode   one tf.data element per clip (`train_clip`: one box and one flip coin for its U*T
