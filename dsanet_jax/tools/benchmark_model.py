@@ -109,7 +109,9 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   def grads() -> None:
     jax.block_until_ready(fwd_bwd(holder[0]["params"], holder[0]["batch_stats"], rngs))
 
-  fwd = count_gmacs(config.model, num_frames=video.shape[2], crop_size=video.shape[3])
+  fwd = count_gmacs(
+    config.model, num_frames=video.shape[2], crop_size=video.shape[3], xla_cost=False
+  )
   return {
     "step": step,
     "fwd_bwd": grads,
@@ -220,10 +222,13 @@ def benchmark(
   with_torch: bool = True,
   torch_device: str = "cpu",
   with_fwd_bwd: bool = True,
+  keep_runs: bool = False,
 ) -> dict[str, Any]:
   """Times the four functions and the matmul over `steps` interleaved rounds (after `warmup`) at
   input [batch, U, frames, size, size, 3], PyTorch on `torch_device`; returns medians, best-ofs,
-  ratios and FLOP rates. `with_fwd_bwd=False` times the steps alone (fwd_bwd figures: NaN)."""
+  ratios and FLOP rates. `with_fwd_bwd=False` times the steps alone (fwd_bwd figures: NaN).
+  `keep_runs=True` also returns `runs`, the JAX side's `jax_runs` dict (not JSON), so that a
+  caller can feed the compiled step other batches of the same shapes."""
   import numpy as np
   import torch
 
@@ -284,6 +289,8 @@ def benchmark(
     jax_compile_s=compile_s,
     times_s=times,
   )
+  if keep_runs:
+    out["runs"] = jx
   return out
 
 
