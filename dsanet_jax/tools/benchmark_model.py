@@ -4,10 +4,12 @@ r"""The trainer's step on CPU beside the same update of the original network in 
       [--batch=2 --frames=4 --size=112 --steps=7] [--json] [--config.model.conv_impl=frames2d]
 
 The model and the optimiser are the config's (`--config.x=` overrides); the input is `--batch`
-videos x U (`model.num_segments`) x `--frames` x `--size`^2, random, one process, whole-batch
-BatchNorm statistics (`model.bn_group_size` is set to 0). Two things are timed, each against PyTorch
-doing the same work on the reference network (`dsanet_jax.convert.torch_reference`, the original's
-modules), in train mode (BatchNorm batch statistics, dropout), in the same process:
+videos x U (`model.num_segments`) x `--frames` x `--size`^2, random uint8 as the pipeline's batches
+(JAX normalises them in the step, as in training; PyTorch gets the same normalised float32 video),
+one process, whole-batch BatchNorm statistics (`model.bn_group_size` is set to 0). Two things are
+timed, each against PyTorch doing the same work on the reference network
+(`dsanet_jax.convert.torch_reference`, the original's modules), in train mode (BatchNorm batch
+statistics, dropout), in the same process:
 
   step:     what training runs. JAX: `trainer.make_train_step` with `optim.make_optimizer` and
             `optim.make_schedule` of the config (clip by global norm, coupled weight decay, SGD
@@ -232,13 +234,15 @@ def benchmark(
   import numpy as np
   import torch
 
+  from dsanet_jax.common import data_spec
+
   config = _benchmark_config(config)
   threads = os.cpu_count() or 1
   torch.set_num_threads(threads)
   u = config.model.num_segments
   rng = np.random.RandomState(0)
   shape = (batch, u, frames, size, size, 3)
-  video = rng.randn(*shape).astype(np.float32)
+  video = rng.randint(0, 256, size=shape).astype(np.uint8)  # as the pipeline's batches
   labels = rng.randint(0, config.model.num_classes, size=(batch,)).astype(np.int32)
   t0 = time.perf_counter()
   jx = jax_runs(config, video, labels)
@@ -247,7 +251,9 @@ def benchmark(
   if with_fwd_bwd:
     runs["jax_fwd_bwd"] = jx["fwd_bwd"]
   if with_torch:
-    tr = torch_runs(config, video, labels, device=torch_device)
+    spec = data_spec.from_config(config).replace(dtype="float32")
+    normalised = np.asarray(spec.model_input(video))  # what the JAX step computes on the device
+    tr = torch_runs(config, normalised, labels, device=torch_device)
     runs["torch_step"] = tr["step"]
     if with_fwd_bwd:
       runs["torch_fwd_bwd"] = tr["fwd_bwd"]
