@@ -462,12 +462,53 @@ def test_frame_index_is_rebuilt_when_stale(builder):
   stale = {**good, "shard_bytes": good["shard_bytes"] + 1}
   with open(frame_index.index_path(shard), "wb") as f:  # a test file, not a user path
     np.savez(f, **stale)
-  with pytest.raises(FileNotFoundError, match="no up-to-date frame index"):
+  with pytest.raises(FileNotFoundError, match="is stale"):
     frame_index.load(shard)
   frame_index.ensure(shard)
   again = frame_index.load(shard)
   assert all(np.array_equal(again[k], good[k]) for k in good)
   assert len(good["row_splits"]) == len(good["label"]) + 1 and good["offset"].size > 0
+
+
+def test_frame_index_partial_inconsistent_or_rewritten_is_never_used(builder, tmp_path):
+  """Hosts indexing one shard at once leave one whole index and no temporary file; a partial or
+  inconsistent index, or one of a shard rewritten at the same size, is refused by `load` and
+  rebuilt by `ensure`."""
+  src = os.fspath(builder.info.splits["train"].file_instructions[0].filename)
+  shard = str(tmp_path / "train.tfrecord-00000-of-00001")
+  tf.io.gfile.copy(src, shard)
+  frame_index.ensure_all([shard] * 4, threads=4)  # four writers of the same index at once
+  assert sorted(os.listdir(tmp_path)) == sorted(
+    [os.path.basename(shard) + s for s in ("", frame_index.SUFFIX)]
+  )
+  good = frame_index.load(shard)
+  path = frame_index.index_path(shard)
+  with open(path, "rb") as f:  # test files, not user paths
+    whole = f.read()
+
+  def refused_then_rebuilt(why: str) -> dict[str, np.ndarray]:
+    with pytest.raises(FileNotFoundError, match=why):
+      frame_index.load(shard)
+    frame_index.ensure(shard)
+    return frame_index.load(shard)
+
+  for cut in (0, len(whole) // 2, len(whole) - 1):
+    with open(path, "wb") as f:
+      f.write(whole[:cut])
+    again = refused_then_rebuilt("unreadable")
+    assert all(np.array_equal(again[k], good[k]) for k in good)
+  with open(path, "wb") as f:
+    np.savez(f, **{**good, "row_splits": good["row_splits"][:-1]})
+  refused_then_rebuilt("inconsistent")
+  records = list(tf.data.TFRecordDataset(shard).as_numpy_iterator())
+  with tf.io.TFRecordWriter(shard) as w:  # the same records reversed: the same size
+    for r in records[::-1]:
+      w.write(r)
+  assert int(good["shard_bytes"]) == os.path.getsize(shard)
+  moved = refused_then_rebuilt("stale")
+  assert np.array_equal(moved["label"], good["label"][::-1]) and len(records) > 1
+  assert np.array_equal(moved["video_id"], good["video_id"][::-1])
+  assert not np.array_equal(moved["offset"], good["offset"])
 
 
 def test_eval_prepare_of_one_example_equals_the_pipeline(builder):

@@ -9,19 +9,28 @@ label and the video id; `read_frames` then reads only the chosen frames as byte 
 
 The index of `SHARD` is `SHARD.frames.npz` beside it, built by one pass over the shard's records
 (TFRecord framing, then the proto wire format of the Example down to the `video` bytes) the first
-time the shard is read (`ensure`), and rebuilt when the shard's size no longer matches it.
+time the shard is read (`ensure`). Many hosts may read a dataset at once (a pod, `gs://`): each
+writes the whole index under a unique temporary name and renames it over the final one (a local
+rename is atomic, and a `gs://` object appears only whole), and all write the same bytes, so a
+reader sees no index or a whole one. An index is used only if it parses, its arrays agree with
+each other, and it matches the shard: the same size and the same SHA-256 of the shard's first and
+last 64 KiB (a rewritten shard changes its first or last records); otherwise `ensure` rebuilds it
+and `load` fails naming the file.
 
 Arrays of an index: `offset` int64 [N frames], `length` int32 [N], `row_splits` int64 [R + 1]
 (record r's frames are [row_splits[r], row_splits[r + 1])), `label` int64 [R], `video_id` bytes
-[R], `shard_bytes` int64 (the shard's size when indexed).
+[R], `shard_bytes` int64 (the shard's size when indexed), `shard_digest` uint8 [32] (`fingerprint`).
 """
 
+import concurrent.futures
+import hashlib
 import io
 import os
 import struct
 import threading
 import uuid
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -29,10 +38,24 @@ from absl import logging
 
 SUFFIX = ".frames.npz"
 _HEADER = 12  # TFRecord: uint64 length, uint32 masked CRC of the length; then data, uint32 CRC
+_ENDS = 64 * 1024  # bytes at each end of a shard that its fingerprint hashes
+_KEYS = ("offset", "length", "row_splits", "label", "video_id", "shard_bytes", "shard_digest")
 
 
 def index_path(shard: str) -> str:
   return shard + SUFFIX
+
+
+def fingerprint(shard: str) -> tuple[int, bytes]:
+  """(size in bytes, SHA-256 of its first and last 64 KiB) of a shard file: two ranged reads."""
+  size = tf.io.gfile.stat(shard).length
+  h = hashlib.sha256()
+  with tf.io.gfile.GFile(shard, "rb") as f:
+    h.update(f.read(_ENDS))
+    if size > _ENDS:
+      f.seek(max(_ENDS, size - _ENDS))
+      h.update(f.read())
+  return size, h.digest()
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -113,6 +136,7 @@ def _int64_value(rec: bytes, feature: tuple[int, int]) -> int:
 def scan(shard: str) -> dict[str, np.ndarray]:
   """The index arrays of a TFRecord shard of tf.train.Example with `video` (bytes list), `label`
   (int64) and `video_id` (bytes): one pass over its records."""
+  size, digest = fingerprint(shard)
   offsets, lengths, splits, labels, ids = [], [], [0], [], []
   pos = 0
   with tf.io.gfile.GFile(shard, "rb") as f:
@@ -143,20 +167,34 @@ def scan(shard: str) -> dict[str, np.ndarray]:
     "label": np.asarray(labels, np.int64),
     "video_id": np.asarray(ids, dtype=object).astype(bytes),
     "shard_bytes": np.asarray(pos, np.int64),
+    # the shard changed while it was read: a digest that matches nothing (stale at once)
+    "shard_digest": np.frombuffer(digest if pos == size else b"", np.uint8),
   }
 
 
-def _load(shard: str) -> dict[str, np.ndarray] | None:
-  """The stored index of `shard` if it exists and matches the shard's size, else None."""
+def _problem(shard: str) -> tuple[dict[str, np.ndarray] | None, str]:
+  """(the stored index of `shard`, '') if it is whole and matches the shard, else (None, why)."""
   path = index_path(shard)
   if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as z:
-    index = {k: z[k] for k in z.files}
-  if int(index["shard_bytes"]) != tf.io.gfile.stat(shard).length:
-    logging.warning("%s is stale (the shard changed size): rebuilding it", path)
-    return None
-  return index
+    return None, "missing"
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as z:
+      index = {k: z[k] for k in _KEYS}
+  except (zipfile.BadZipFile, EOFError, KeyError, ValueError) as e:
+    return None, f"unreadable ({type(e).__name__}: {e})"
+  splits, n = index["row_splits"], index["offset"].shape
+  if not (
+    index["length"].shape == n
+    and splits.ndim == 1
+    and splits.size == index["label"].size + 1 == index["video_id"].size + 1
+    and splits[0] == 0
+    and splits[-1] == n[0]
+  ):
+    return None, "inconsistent (its arrays disagree)"
+  size, digest = fingerprint(shard)
+  if int(index["shard_bytes"]) != size or index["shard_digest"].tobytes() != digest:
+    return None, "stale (the shard changed since it was indexed)"
+  return index, ""
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python, also when called while tracing
@@ -164,8 +202,11 @@ def ensure(shard: str) -> None:
   """Builds and stores the index of `shard` unless a matching one is stored. The file is written
   under a unique temporary name, then renamed over the final one (processes indexing the same
   shard at once write the same bytes)."""
-  if _load(shard) is not None:
+  index, why = _problem(shard)
+  if index is not None:
     return
+  if why != "missing":
+    logging.warning("%s is %s: rebuilding it", index_path(shard), why)
   index = scan(shard)
   buf = io.BytesIO()
   np.savez(buf, **index)
@@ -173,21 +214,30 @@ def ensure(shard: str) -> None:
   try:
     with tf.io.gfile.GFile(tmp, "wb") as f:
       f.write(buf.getvalue())
+    tf.io.gfile.rename(tmp, index_path(shard), overwrite=True)
   except tf.errors.PermissionDeniedError as e:
     raise PermissionError(
       f"cannot write the frame index {index_path(shard)}: the dataset directory must be "
       "writable the first time a shard is read"
     ) from e
-  tf.io.gfile.rename(tmp, index_path(shard), overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):  # a failed write or rename leaves no temporary file
+      tf.io.gfile.remove(tmp)
   logging.info("indexed the frames of %s (%d videos)", shard, len(index["label"]))
 
 
 def load(shard: str) -> dict[str, np.ndarray]:
-  """The stored index of `shard` (`ensure` first); fails if it is missing or stale."""
-  index = _load(shard)
+  """The stored index of `shard` (`ensure` first); fails if it is missing, partial or stale."""
+  index, why = _problem(shard)
   if index is None:
-    raise FileNotFoundError(f"no up-to-date frame index {index_path(shard)} (frame_index.ensure)")
+    raise FileNotFoundError(f"frame index {index_path(shard)} is {why} (frame_index.ensure)")
   return index
+
+
+def ensure_all(shards: Sequence[str], threads: int = 8) -> None:
+  """`ensure` of each shard, `threads` at a time (a host's first read of a dataset)."""
+  with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(shards)))) as pool:
+    list(pool.map(ensure, shards))
 
 
 _cache = threading.local()

@@ -255,8 +255,7 @@ def read_examples(
     skips = [int(fi.skip) for fi in instructions]
     takes = [int(fi.take) for fi in instructions]
     firsts = np.cumsum([start, *takes[:-1]]).tolist()
-    for f in files:
-      frame_index.ensure(f)
+    frame_index.ensure_all(files)
 
     def load(f: bytes) -> tuple[np.ndarray, ...]:
       index = frame_index.load(os.fsdecode(np.asarray(f).item()))
