@@ -38,7 +38,7 @@ from absl import logging
 
 SUFFIX = ".frames.npz"
 _HEADER = 12  # TFRecord: uint64 length, uint32 masked CRC of the length; then data, uint32 CRC
-_ENDS = 64 * 1024  # bytes at each end of a shard that its fingerprint hashes
+ENDS = 64 * 1024  # bytes at each end of a shard that its fingerprint hashes
 _KEYS = ("offset", "length", "row_splits", "label", "video_id", "shard_bytes", "shard_digest")
 
 
@@ -51,9 +51,9 @@ def fingerprint(shard: str) -> tuple[int, bytes]:
   size = tf.io.gfile.stat(shard).length
   h = hashlib.sha256()
   with tf.io.gfile.GFile(shard, "rb") as f:
-    h.update(f.read(_ENDS))
-    if size > _ENDS:
-      f.seek(max(_ENDS, size - _ENDS))
+    h.update(f.read(ENDS))
+    if size > ENDS:
+      f.seek(max(ENDS, size - ENDS))
       h.update(f.read())
   return size, h.digest()
 

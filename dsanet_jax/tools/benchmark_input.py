@@ -133,14 +133,18 @@ def read_bytes(
   sampled frames) and the bytes a video is stored in (the split's serialised bytes / examples).
 
   TFRecord datasets are read by byte ranges (`frame_index`): a clip reads its frames' JPEG bytes
-  plus its share of the shard indexes (each read once an epoch); other formats read whole
-  records."""
+  plus its share of what checking and loading the shards' indexes reads (twice an epoch: each
+  index file and its shard's two 64 KiB ends); other formats read whole records."""
   info = builder.info.splits[split]
   stored = float(info.num_bytes) / max(1, int(info.num_examples))
   used = float(np.mean([len(x) for x in jpegs.numpy()])) * frames_per_clip
   if pipeline.direct_readable(builder):
     shards = {os.fspath(fi.filename) for fi in info.file_instructions}
-    index = sum(tf.io.gfile.stat(frame_index.index_path(f)).length for f in shards)
+    index = 2 * sum(
+      tf.io.gfile.stat(frame_index.index_path(f)).length
+      + min(2 * frame_index.ENDS, tf.io.gfile.stat(f).length)
+      for f in shards
+    )
     per_clip = used + index / max(1, int(info.num_examples))
   else:
     per_clip = stored
