@@ -133,7 +133,8 @@ def read_bytes(
   sampled frames) and the bytes a video is stored in (the split's serialised bytes / examples).
 
   TFRecord datasets are read by byte ranges (`frame_index`): a clip reads its frames' JPEG bytes
-  plus its share of what checking and loading the shards' indexes reads (twice an epoch: each
+  plus its share of what checking and loading the shards' indexes reads (counted twice: once when
+  the pipeline is built, once an epoch; each
   index file and its shard's two 64 KiB ends); other formats read whole records."""
   info = builder.info.splits[split]
   stored = float(info.num_bytes) / max(1, int(info.num_examples))
