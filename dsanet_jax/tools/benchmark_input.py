@@ -134,8 +134,8 @@ def read_bytes(
 
   TFRecord datasets are read by byte ranges (`frame_index`): a clip reads its frames' JPEG bytes
   plus its share of what checking and loading the shards' indexes reads (counted twice: once when
-  the pipeline is built, once an epoch; each
-  index file and its shard's two 64 KiB ends); other formats read whole records."""
+  the pipeline is built, once an epoch; each index file and its shard's two 64 KiB ends); other
+  formats read whole records."""
   info = builder.info.splits[split]
   stored = float(info.num_bytes) / max(1, int(info.num_examples))
   used = float(np.mean([len(x) for x in jpegs.numpy()])) * frames_per_clip
