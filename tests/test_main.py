@@ -227,7 +227,11 @@ _ABSL_FORMAT = re.compile(r"^[IWEF]\d{4} ")
 
 
 def _quiet(lines: list[str]) -> None:
-  bad = [s for s in lines if _ABSL_FORMAT.match(s) or any(n in s for n in _NOISE)]
+  bad = [
+    s
+    for s in lines
+    if (_ABSL_FORMAT.match(s) and "slow_operation_alarm" not in s) or any(n in s for n in _NOISE)
+  ]  # XLA's 'Very slow compile?' notice (C++) is let through: it shows on a loaded machine
   assert not bad, bad[:10]
 
 
