@@ -13,9 +13,16 @@ does any work and before the workdir is created.
 
 Multi-host: `jax.distributed.initialize()` runs when a cluster is detected (Cloud TPU pod slice,
 SLURM with several tasks, Open MPI) or when --coordinator_address/--num_processes/--process_id are
-given; every process runs the same command.
+given; every process runs the same command. A process that is lost (killed, its host gone) stops
+the others within `config.multihost.timeout_s` (60 s): each prints one line naming it and the last
+committed checkpoint, and exits with status 4; the same command on every host resumes from there.
+
+Exit status: 0 done (or pre-empted by SIGTERM/SIGINT after saving; rerun to resume), 1 an error
+(one line), 2 a command-line mistake, 3 a non-finite loss (nothing saved after the last good
+checkpoint), 4 a lost process (rerun every process).
 """
 
+import contextlib
 import os
 import re
 import sys
@@ -27,7 +34,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dsanet_jax.common import paths
+from dsanet_jax.common import native_output, paths
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Path to a config file (configs/...py).", lock_config=True
@@ -105,19 +112,41 @@ def _cluster_detected() -> bool:
   return "," in env.get("TPU_WORKER_HOSTNAMES", "") or "JAX_COORDINATOR_ADDRESS" in env
 
 
-def _maybe_initialize_distributed() -> None:
+def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> list[str]:
+  """Multi-host start-up; returns native code's start-up lines (for the log file)."""
+  from dsanet_jax.train import hosts
+
   if _COORD.value or _NUM_PROC.value:
     if _COORD.value is None or _NUM_PROC.value is None or _PROC_ID.value is None:
       raise app.UsageError(
         "multi-host flags need all of --coordinator_address, --num_processes and --process_id"
       )
-    jax.distributed.initialize(
+    return hosts.initialize(
+      config.multihost.timeout_s,
       coordinator_address=_COORD.value,
       num_processes=_NUM_PROC.value,
       process_id=_PROC_ID.value,
     )
-  elif _cluster_detected():
-    jax.distributed.initialize()
+  if _cluster_detected():
+    return hosts.initialize(config.multihost.timeout_s)
+  return []
+
+
+def _watchdog(config: ml_collections.ConfigDict) -> contextlib.AbstractContextManager:
+  """With several processes: `hosts.Watchdog` (a lost process ends the run in one line)."""
+  if jax.process_count() == 1:
+    return contextlib.nullcontext()
+  from dsanet_jax.train import checkpoint, hosts
+
+  workdir = _WORKDIR.value
+
+  def last_checkpoint() -> str:
+    steps = checkpoint.checkpoint_steps(workdir)
+    if not steps:
+      return "none yet" if workdir else "none (no --workdir)"
+    return f"step {steps[-1]} ({checkpoint.checkpoint_dir(workdir)}/{steps[-1]})"
+
+  return hosts.Watchdog(config.multihost.timeout_s, last_checkpoint)
 
 
 def _import_notice(line: str) -> bool:
@@ -128,19 +157,11 @@ def _import_notice(line: str) -> bool:
 
 def _import_tensorflow_quietly() -> None:
   """Imports TensorFlow (for tf.data) keeping its start-up notices off the console."""
-  import tempfile
-
-  with tempfile.TemporaryFile(mode="w+") as tmp:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(tmp.fileno(), 2)
-    try:
+  try:
+    with native_output.captured((2,)) as out:
       import tensorflow  # noqa: F401
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      tmp.seek(0)
-      sys.stderr.writelines(s for s in tmp if not _import_notice(s))
+  finally:
+    sys.stderr.writelines(s for s in out if not _import_notice(s))
 
 
 def _log_config_source() -> None:
@@ -188,11 +209,35 @@ def main(argv: list[str]) -> int:
 
   log_lib.setup_console(verbose=_VERBOSE.value)
   validate(config, mode)  # before the workdir is touched
-  _maybe_initialize_distributed()
+  native = _maybe_initialize_distributed(config)
   if _WORKDIR.value:
     log_path = log_lib.add_log_file(_WORKDIR.value)
     logging.info("log file (every library's INFO lines): %s", log_path)
+  for line in native:
+    log_lib.file_only("%s", line.rstrip())
   _log_config_source()
+  try:
+    with _watchdog(config) as watchdog:
+      try:
+        status = run(config, mode)
+        if watchdog is not None:
+          watchdog.stop(status)
+        return status
+      except jax.errors.JaxRuntimeError:
+        if watchdog is not None:  # a failed collective may be a lost process: the watchdog says
+          watchdog.settle()
+        raise
+  except jax.errors.JaxRuntimeError as e:
+    if jax.process_count() == 1:
+      raise
+    # several processes and none lost: one line here, the traceback in the log file
+    logging.error("a collective operation failed", exc_info=True, extra={"file_only": True})
+    print(f"error: process {jax.process_index()}: {str(e).splitlines()[0]}", file=sys.stderr)
+    return 1
+
+
+def run(config: ml_collections.ConfigDict, mode: str) -> int:
+  """Runs `mode`; returns the exit status."""
   # after distributed initialisation
   from dsanet_jax.train import evaluation, inference, state, trainer
 

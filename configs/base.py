@@ -155,6 +155,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # crop's interleaved snippets) | 'original' (the original's crop/snippet mixing, spec §4.4).
   c.eval.grouping = "per_crop"
   c.eval.val_num_segments = 4  # views during periodic validation while training
+  # --mode=eval/export/predict from a training workdir: the checkpoint of this step (0 = latest)
+  c.eval.checkpoint_step = 0
   c.eval.val_num_crops = 1
 
   # ---------------------------------------------------------------- mesh, checkpoints, logging
@@ -167,4 +169,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.keep_best = 1
   c.checkpoint.async_save = True
+  # Several processes: a process that stops (killed, its host gone) ends the others within this
+  # many seconds, in one line naming it and the last checkpoint, exit status 4
+  # (dsanet_jax/train/hosts.py; also JAX's heartbeat and shutdown timeouts).
+  c.multihost = ml_collections.ConfigDict()
+  c.multihost.timeout_s = 60
   return c

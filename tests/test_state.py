@@ -173,6 +173,16 @@ def test_truncated_state_file_names_the_checkpoint_and_the_file_in_eval(workdir)
   # TensorStore names the OCDBT database and the array, not the data file inside it
   assert e.value.file.startswith(str(workdir / "checkpoints" / "4" / "state")), e.value.file
   assert "(array params." in e.value.file and "OUT_OF_RANGE" in msg, msg
+  # ...and says how to evaluate the older one, which then loads
+  assert msg.endswith("; to evaluate an older one: --config.eval.checkpoint_step=2 (steps 2)"), msg
+  older = state_lib.load(
+    tiny_config(**{"eval.checkpoint_step": 2}), _mesh(), purpose="eval", workdir=str(workdir)
+  )
+  assert older.start == "checkpoint@2"
+  with pytest.raises(state_lib.StateError, match=r"checkpoint_step=3: no such checkpoint"):
+    state_lib.load(
+      tiny_config(**{"eval.checkpoint_step": 3}), _mesh(), purpose="eval", workdir=str(workdir)
+    )
 
 
 def test_resume_falls_back_from_a_truncated_state_file_and_renames_it_aside(workdir, log_lines):

@@ -14,10 +14,13 @@ A run's log: `log_banner` (versions, devices, mesh), `StepLog` (one line and one
 """
 
 import atexit
+import contextlib
 import json
 import logging as py_logging
 import os
+import sys
 import time
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +42,11 @@ _OWN = (
   ),
 )
 # Third-party warnings that say nothing actionable to a user of this project.
-_NOISE = ("`TensorInfo.dtype` is deprecated", "Unable to initialize backend")
+_NOISE = (
+  "`TensorInfo.dtype` is deprecated",
+  "Unable to initialize backend",
+  "Given directory is read only",  # Orbax, opening checkpoints read-only (eval, resume)
+)
 
 
 def _to_py(v: Any) -> Any:
@@ -170,6 +177,8 @@ class _ConsoleFilter(py_logging.Filter):
       return True
     if getattr(record, "file_only", False):
       return False
+    if record.name == "asyncio":  # "Task exception was never retrieved" (Orbax, a failed read)
+      return False
     own = record.pathname.startswith(_OWN)
     if not own and record.levelno < py_logging.WARNING:
       return False
@@ -198,6 +207,16 @@ def setup_console(*, verbose: bool = False) -> None:
   absl_handler.addFilter(_ConsoleFilter(verbose))
   for name in ("jax", "orbax", "tensorflow", "tensorflow_datasets"):
     py_logging.getLogger(name).setLevel(py_logging.INFO)
+  if not verbose:
+    sys.unraisablehook = _unraisable_to_log_file
+
+
+def _unraisable_to_log_file(u: Any) -> None:
+  """Exceptions Python can only report (in `__del__`, finalisers: Orbax's asyncio tasks' 'Event
+  loop is closed' at exit) go to the log file, not the console."""
+  text = "".join(traceback.format_exception(u.exc_type, u.exc_value, u.exc_traceback))
+  with contextlib.suppress(OSError, ValueError):  # at exit the log file may be closed already
+    file_only("exception ignored in %r: %s", u.object, text.rstrip())
 
 
 def add_log_file(workdir: str) -> str:

@@ -50,7 +50,7 @@ class CorruptCheckpointError(StateError):
 
   def __init__(self, step_dir: str, file: str, detail: str) -> None:
     super().__init__(f"checkpoint {step_dir} is corrupt: {file}: {detail}")
-    self.step_dir, self.file = step_dir, file
+    self.step_dir, self.file, self.detail = step_dir, file, detail
 
 
 # ===================================================================================== reading
@@ -144,7 +144,7 @@ def resume(
         check_data_layout(meta.data_layout, layout, config, step_dir, meta.step)
         state = restore_step(mngr, step, target)
       except CorruptCheckpointError as e:
-        logging.error("%s", e)
+        logging.info("%s", e, extra={"file_only": True})  # the console gets one line below
         bad.append(e)
         continue
       for e in bad:

@@ -196,6 +196,19 @@ def _load_train(
   return Loaded(mdef, state, names, source, "init_from", config, shardings, layout)
 
 
+def _eval_step(config: ml_collections.ConfigDict, steps: list[int], run: str) -> int:
+  """The checkpoint step to evaluate: `config.eval.checkpoint_step`, else the latest."""
+  want = int(config.eval.checkpoint_step)
+  if not want:
+    return steps[-1]
+  if want not in steps:
+    raise StateError(
+      f"config.eval.checkpoint_step={want}: no such checkpoint under "
+      f"{ckpt_lib.checkpoint_dir(run)} (steps {', '.join(map(str, steps))})"
+    )
+  return want
+
+
 def _load_eval(
   config: ml_collections.ConfigDict, mesh: Any, path: str | None, workdir: str | None
 ) -> Loaded:
@@ -205,17 +218,29 @@ def _load_eval(
       f"{path}: neither a training workdir (no checkpoints/<step>/) nor a converted model "
       f"directory (no {init_lib.METADATA_FILE})"
     )
-  if ckpt_lib.checkpoint_steps(run):
-    step = ckpt_lib.checkpoint_steps(run)[-1]
+  steps = ckpt_lib.checkpoint_steps(run)
+  if steps:
+    step = _eval_step(config, steps, run)
     step_dir = os.path.join(ckpt_lib.checkpoint_dir(run), str(step))
-    meta = restore.read_meta(step_dir)
-    config = restore.model_section(config, restore.stored_model_config(meta, step_dir), step_dir)
-    mdef, abstract, shardings = abstract_state(config, mesh, None)
-    mngr = ckpt_lib.open_read_only(run)
     try:
-      state = restore.restore_step(mngr, step, sharding_lib.with_shardings(abstract, shardings))
-    finally:
-      mngr.close()
+      meta = restore.read_meta(step_dir)
+      stored = restore.stored_model_config(meta, step_dir)
+      config = restore.model_section(config, stored, step_dir)
+      mdef, abstract, shardings = abstract_state(config, mesh, None)
+      mngr = ckpt_lib.open_read_only(run)
+      try:
+        state = restore.restore_step(mngr, step, sharding_lib.with_shardings(abstract, shardings))
+      finally:
+        mngr.close()
+    except CorruptCheckpointError as e:
+      older = [s for s in steps if s < step]
+      hint = (
+        f"; to evaluate an older one: --config.eval.checkpoint_step={older[-1]} (steps "
+        f"{', '.join(map(str, older))})"
+        if older
+        else "; there is no older checkpoint"
+      )
+      raise CorruptCheckpointError(e.step_dir, e.file, f"{e.detail}{hint}") from e
     source = f"{ckpt_lib.checkpoint_dir(run)}@{step}"
     return Loaded(mdef, state, meta.class_names, source, f"checkpoint@{step}", config, shardings)
   converted = path or config.init_from
