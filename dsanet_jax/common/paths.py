@@ -28,14 +28,16 @@ def is_url(path: str | os.PathLike) -> bool:
 
 def resolve(path: str | os.PathLike) -> epath.Path:
   """A URL as given; a local path with `~` expanded and made absolute (Orbax and TensorStore need
-  absolute local paths)."""
-  if is_url(path):
-    if not os.fspath(path).startswith(SCHEMES):
-      raise ValueError(
-        f"{os.fspath(path)}: unsupported URL scheme (supported: {', '.join(SCHEMES)})"
-      )
-    return epath.Path(os.fspath(path))
-  return epath.Path(os.fspath(path)).expanduser().absolute()
+  absolute local paths). A URL scheme that etils.epath has no path class for is a ValueError
+  (epath knows gs://, s3://, az://, hf://, and any scheme registered with
+  `epath.register_path_cls`)."""
+  s = os.fspath(path)
+  if not is_url(s):
+    return epath.Path(s).expanduser().absolute()
+  try:
+    return epath.Path(s)
+  except KeyError:  # epath's lookup of the scheme's path class
+    raise ValueError(f"{s}: unsupported URL scheme (supported: {', '.join(SCHEMES)})") from None
 
 
 def write_whole(path: epath.Path, data: str | bytes) -> None:
