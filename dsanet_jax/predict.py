@@ -19,12 +19,14 @@ names: the checkpoint's, else `--class_names` (a text file, one per line, or a J
 prepared dataset's, else by index (with a warning).
 """
 
-import pathlib
+import io
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from dsanet_jax.common import paths
 
 
 def define_flags() -> None:
@@ -84,14 +86,17 @@ def main(argv: list[str]) -> None:
       return
     logits = p.view_logits
   else:
-    x = check_input(np.load(f.input_npy), pred.config.model.num_segments, f.input_npy)
+    x = np.load(io.BytesIO(paths.resolve(f.input_npy).read_bytes()), allow_pickle=False)
+    x = check_input(x, pred.config.model.num_segments, f.input_npy)
     logits = pred.logits(x, f.batch_size)
     for i, row in enumerate(logits):
       top = int(np.argmax(row))
       print(f"video {i}: top-1 {pred.class_names[top]} (logit {row[top]:.3f})")
-  out = pathlib.Path(f.output_npy)
+  out = paths.resolve(f.output_npy)
   out.parent.mkdir(parents=True, exist_ok=True)
-  np.save(out, logits)
+  buf = io.BytesIO()
+  np.save(buf, logits)
+  paths.write_whole(out, buf.getvalue())
   print(f"wrote {out}: logits {logits.shape}")
 
 

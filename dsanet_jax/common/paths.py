@@ -8,8 +8,10 @@ Orbax / TensorStore / TFDS as `str(...)`), never with `os.path`, `open` or `os.m
 Which library does the I/O: epath's `gs://` goes through gcsfs (fsspec): this module sets
 `EPATH_USE_TF=false` (unless set), else epath would pick TensorFlow's file system whenever
 TensorFlow is installed, and that one has no endpoint setting (gcsfs honours
-`STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client;
-TensorBoard event files (clu) and TFDS go through TensorFlow's file system.
+`STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client.
+TensorBoard event files of a URL workdir are written locally by clu and uploaded through epath
+(`train.logging.StagedSummaryWriter`). Only TFDS's records (tf.data) go through TensorFlow's file
+system.
 """
 
 import os
@@ -28,14 +30,16 @@ def is_url(path: str | os.PathLike) -> bool:
 
 def resolve(path: str | os.PathLike) -> epath.Path:
   """A URL as given; a local path with `~` expanded and made absolute (Orbax and TensorStore need
-  absolute local paths)."""
-  if is_url(path):
-    if not os.fspath(path).startswith(SCHEMES):
-      raise ValueError(
-        f"{os.fspath(path)}: unsupported URL scheme (supported: {', '.join(SCHEMES)})"
-      )
-    return epath.Path(os.fspath(path))
-  return epath.Path(os.fspath(path)).expanduser().absolute()
+  absolute local paths). A URL scheme that etils.epath has no path class for is a ValueError
+  (epath knows gs://, s3://, az://, hf://, and any scheme registered with
+  `epath.register_path_cls`)."""
+  s = os.fspath(path)
+  if not is_url(s):
+    return epath.Path(s).expanduser().absolute()
+  try:
+    return epath.Path(s)
+  except KeyError:  # epath's lookup of the scheme's path class
+    raise ValueError(f"{s}: unsupported URL scheme (supported: {', '.join(SCHEMES)})") from None
 
 
 def write_whole(path: epath.Path, data: str | bytes) -> None:

@@ -18,7 +18,7 @@ can instead restore `state` partially with Orbax's PyTreeCheckpointHandler (e.g.
 """
 
 import json
-import pathlib
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from dsanet_jax.common import paths
 from dsanet_jax.models import build_model, rng_seeds
 from dsanet_jax.models.config_fields import architecture_differences, model_config, plain
 
@@ -36,9 +38,9 @@ METADATA_FILE = "metadata.json"
 STATE_DIR = "state"
 
 
-def read_class_names(path: str | pathlib.Path, num_classes: int) -> list[str]:
+def read_class_names(path: str | os.PathLike, num_classes: int) -> list[str]:
   """A class list from a text file (one per line, blank lines ignored) or a JSON list."""
-  path = pathlib.Path(path)
+  path = paths.resolve(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such class-names file")
   text = path.read_text()
@@ -113,9 +115,9 @@ def abstract_leaves(model: nnx.Module) -> list[str]:
   ]
 
 
-def read_metadata(ckpt_dir: str | pathlib.Path) -> dict:
+def read_metadata(ckpt_dir: str | os.PathLike) -> dict:
   """Reads and checks `DIR/metadata.json`."""
-  path = pathlib.Path(ckpt_dir) / METADATA_FILE
+  path = paths.resolve(ckpt_dir) / METADATA_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path}: missing; is {ckpt_dir} a dsanet_jax model checkpoint?")
   meta = json.loads(path.read_text())
@@ -127,14 +129,14 @@ def read_metadata(ckpt_dir: str | pathlib.Path) -> dict:
 
 
 def save_model(
-  ckpt_dir: str | pathlib.Path, model: nnx.Module, metadata: Mapping[str, Any]
-) -> pathlib.Path:
+  ckpt_dir: str | os.PathLike, model: nnx.Module, metadata: Mapping[str, Any]
+) -> epath.Path:
   """Writes `model`'s Params and BatchStats and `metadata` (needs 'config') to `ckpt_dir`.
 
   `metadata['config']`: the model ConfigDict (or dict); 'class_names' (list or None) and any other
   JSON-able entries are stored as given. Overwrites an existing checkpoint directory.
   """
-  ckpt_dir = pathlib.Path(ckpt_dir).absolute()
+  ckpt_dir = paths.resolve(ckpt_dir)
   if "config" not in metadata:
     raise ValueError("save_model: metadata needs 'config' (the model section of the config)")
   meta = {"format": FORMAT, "class_names": None, **plain(dict(metadata))}
@@ -149,12 +151,12 @@ def save_model(
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(ckpt_dir / STATE_DIR, tree, force=True)
   checkpointer.wait_until_finished()
-  (ckpt_dir / METADATA_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+  paths.write_whole(ckpt_dir / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
   return ckpt_dir
 
 
 def load_model(
-  ckpt_dir: str | pathlib.Path,
+  ckpt_dir: str | os.PathLike,
   model_cfg: ml_collections.ConfigDict | None = None,
   *,
   sharding: jax.sharding.Sharding | None = None,
@@ -166,7 +168,7 @@ def load_model(
   differ. `sharding`: where to place the arrays (default: the first local device).
   Returns (model, metadata).
   """
-  ckpt_dir = pathlib.Path(ckpt_dir).absolute()
+  ckpt_dir = paths.resolve(ckpt_dir)
   meta = read_metadata(ckpt_dir)
   if model_cfg is None:
     model_cfg = model_config(meta["config"])

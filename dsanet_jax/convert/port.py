@@ -7,7 +7,7 @@ Any missing key, unexpected key or shape mismatch is listed by name and refuses 
 
 import dataclasses
 import logging
-import pathlib
+import os
 from collections.abc import Mapping
 
 import jax.numpy as jnp
@@ -199,7 +199,7 @@ def _convert_torchvision(
 
 
 def convert_checkpoint(
-  path: str | pathlib.Path,
+  path: str | os.PathLike,
   model_cfg: ml_collections.ConfigDict,
   *,
   source: str = "auto",

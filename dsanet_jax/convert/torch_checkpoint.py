@@ -1,9 +1,10 @@
 """Reading PyTorch checkpoints safely, as flat `{key: np.ndarray}` dicts.
 
-- `.pth`/`.pt`/`.tar`/...: `torch.load(path, map_location='cpu', weights_only=True)`. Arbitrary
+The file is read whole through etils.epath (a local path or a `gs://` URL), then parsed in memory:
+- `.pth`/`.pt`/`.tar`/...: `torch.load(..., map_location='cpu', weights_only=True)`. Arbitrary
   pickled objects are never executed: a checkpoint needing anything beyond tensors, containers and
   plain values is refused with `CheckpointError`.
-- `.safetensors`: `safetensors.torch.load_file` (no pickle at all).
+- `.safetensors`: `safetensors.torch.load` (no pickle at all).
 
 The state dict may be bare or wrapped as mmcv writes it (`{'state_dict', 'meta', 'optimizer'}`) or
 as other trainers do (`{'model': ...}`); a leading `module.` (DataParallel) is stripped.
@@ -16,12 +17,16 @@ Sources (`detect_source`):
   'torchvision': a 2D ImageNet ResNet: `conv1.weight` 4-D, `layerX.Y.convZ`, `fc.*`.
 """
 
-import pathlib
+import io
+import os
 import pickle
 from collections.abc import Mapping
 
 import numpy as np
 import torch
+from etils import epath
+
+from dsanet_jax.common import paths
 
 SOURCES = ("auto", "dsanet", "v4d", "torchvision")
 WRAPPER_KEYS = ("state_dict", "model", "model_state", "module")
@@ -31,16 +36,18 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot (or must not) be converted; the message says why."""
 
 
-def _load_raw(path: pathlib.Path) -> object:
+def _load_raw(path: epath.Path) -> object:
+  """The file's tensors, read whole through epath (a local file or a `gs://` object)."""
+  data = path.read_bytes()
   if path.suffix == ".safetensors":
     import safetensors.torch
 
     try:
-      return safetensors.torch.load_file(str(path), device="cpu")
+      return safetensors.torch.load(data)
     except Exception as e:  # safetensors raises its own SafetensorError / OSError types
       raise CheckpointError(f"{path}: not a readable safetensors file: {e}") from e
   try:
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     first = str(e).strip().splitlines()
     detail = next((ln for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[-1])
@@ -89,9 +96,9 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
   return t.numpy().copy()
 
 
-def load_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-  """Loads `path` (.pth or .safetensors) safely -> flat `{key: np.ndarray}`."""
-  path = pathlib.Path(path)
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Loads `path` (.pth or .safetensors; local or a URL) safely -> flat `{key: np.ndarray}`."""
+  path = paths.resolve(path)
   if not path.is_file():
     raise CheckpointError(f"{path}: no such file")
   tensors = unwrap_state_dict(_load_raw(path), str(path))

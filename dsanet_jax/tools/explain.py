@@ -19,6 +19,7 @@ eval.num_crops crops, cut into V = crops x U_test/U passes of the model's U snip
 `--json` prints these numbers as one JSON object instead of the text summary.
 """
 
+import io
 import json
 import os
 from typing import Any
@@ -33,7 +34,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from dsanet_jax.common import data_spec
+from dsanet_jax.common import data_spec, paths
 from dsanet_jax.models.dsa import DSA
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import inference
@@ -291,8 +292,11 @@ def draw(result: dict[str, Any], out: str) -> None:
       fontsize=9,
       loc="left",
     )
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  fig.savefig(out, dpi=110)
+  out_path = paths.resolve(out)
+  out_path.parent.mkdir(parents=True, exist_ok=True)
+  buf = io.BytesIO()
+  fig.savefig(buf, dpi=110, format="png")
+  paths.write_whole(out_path, buf.getvalue())
   plt.close(fig)
 
 

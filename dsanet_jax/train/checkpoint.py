@@ -80,13 +80,22 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def checkpoint_steps(workdir: str | None) -> list[int]:
-  """Steps of the workdir's finished checkpoints (`checkpoints/<step>/`), ascending."""
+  """Steps of the workdir's finished checkpoints (`checkpoints/<step>/`), ascending.
+
+  Finished as Orbax commits them: locally a save is written under a temporary name and renamed;
+  on object storage it is written in place and `commit_success.txt` marks it finished, so a save
+  cut off half-way is not listed.
+  """
   if not workdir:
     return []
   d = epath.Path(checkpoint_dir(workdir))
   if not d.is_dir():
     return []
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+  return sorted(
+    int(p.name)
+    for p in d.iterdir()
+    if p.name.isdigit() and p.is_dir() and ocp.path.step.is_path_finalized(p)
+  )
 
 
 def open_read_only(workdir: str) -> ocp.CheckpointManager:

@@ -11,13 +11,13 @@
 This is the train package's one door to `dsanet_jax.convert`.
 """
 
-import pathlib
 from typing import Any
 
 import ml_collections
 from absl import logging
 from flax import nnx
 
+from dsanet_jax.common import paths
 from dsanet_jax.convert import checkpoint_io
 from dsanet_jax.convert.checkpoint_io import METADATA_FILE
 from dsanet_jax.train import logging as log_lib
@@ -48,7 +48,7 @@ def init_source(
     return "none", None
   if src == SCRATCH:
     return SCRATCH, None
-  path = pathlib.Path(src)
+  path = paths.resolve(src)
   hint = f" ({expected})" if expected else ""
   if not path.exists():
     raise StateError(
@@ -98,7 +98,7 @@ def init_model(config: ml_collections.ConfigDict) -> tuple[nnx.Module | None, di
 
 def is_model_dir(path: str) -> bool:
   """Whether `path` is a converted model directory (holds METADATA_FILE)."""
-  return pathlib.Path(path, METADATA_FILE).is_file()
+  return (paths.resolve(path) / METADATA_FILE).is_file()
 
 
 def model_dir_config(path: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import json
 import logging as py_logging
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ import numpy as np
 from absl import logging
 from clu import metric_writers
 from clu.metric_writers import interface
+from etils import epath
 
 from dsanet_jax.common import paths
 
@@ -151,13 +153,93 @@ def create_writer(
   """
   if not is_main:
     return metric_writers.MultiWriter([])
-  return metric_writers.MultiWriter(
-    [
-      # TensorBoard events go through TensorFlow's own file system (gs:// included)
-      metric_writers.SummaryWriter(str(paths.resolve(workdir) / "tensorboard")),
-      JsonlWriter(str(paths.resolve(workdir) / "metrics.jsonl"), resume_step),
-    ]
+  root = paths.resolve(workdir)
+  tensorboard = (
+    StagedSummaryWriter(root / "tensorboard")
+    if paths.is_url(root)
+    else metric_writers.SummaryWriter(str(root / "tensorboard"))
   )
+  return metric_writers.MultiWriter(
+    [tensorboard, JsonlWriter(str(root / "metrics.jsonl"), resume_step)]
+  )
+
+
+class StagedSummaryWriter(metric_writers.SummaryWriter):
+  """TensorBoard events for a workdir on object storage, written locally and uploaded.
+
+  clu's SummaryWriter writes through TensorFlow's own file system, whose `gs://` client is a
+  second GCS client with no endpoint setting. Here the events go to a local temporary folder and
+  each event file is uploaded whole (through epath, like every other file of the run) to `target` at
+  most every `interval` seconds after a write, at `flush` and at `close`; the temporary folder is
+  removed at close. A killed run loses at most the last `interval` seconds of events.
+  """
+
+  def __init__(self, target: epath.Path, interval: float = 10.0) -> None:
+    self._staging = tempfile.TemporaryDirectory(prefix="dsanet_tensorboard_")
+    super().__init__(self._staging.name)
+    self._target, self._interval = target, interval
+    self._uploaded: dict[str, int] = {}  # event file name -> size uploaded
+    self._written = time.monotonic()
+    self._closed = False
+
+  def _upload(self) -> None:
+    super().flush()
+    self._copy()
+
+  def _copy(self) -> None:
+    for f in sorted(epath.Path(self._staging.name).iterdir()):  # clu writes one flat folder
+      size = f.stat().length
+      if self._uploaded.get(f.name) != size:
+        paths.write_whole(self._target / f.name, f.read_bytes())
+        self._uploaded[f.name] = size
+    self._written = time.monotonic()
+
+  def _wrote(self) -> None:
+    if time.monotonic() - self._written > self._interval:
+      self._upload()
+
+  def write_summaries(self, step: int, values: Mapping[str, Any], metadata: Any = None) -> None:
+    super().write_summaries(step, values, metadata)
+    self._wrote()
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    super().write_scalars(step, scalars)
+    self._wrote()
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    super().write_images(step, images)
+    self._wrote()
+
+  def write_videos(self, step: int, videos: Mapping[str, Any]) -> None:
+    super().write_videos(step, videos)
+    self._wrote()
+
+  def write_audios(self, step: int, audios: Mapping[str, Any], *, sample_rate: int) -> None:
+    super().write_audios(step, audios, sample_rate=sample_rate)
+    self._wrote()
+
+  def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
+    super().write_texts(step, texts)
+    self._wrote()
+
+  def write_histograms(self, step: int, arrays: Mapping[str, Any], num_buckets: Any = None) -> None:
+    super().write_histograms(step, arrays, num_buckets)
+    self._wrote()
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    super().write_hparams(hparams)
+    self._wrote()
+
+  def flush(self) -> None:
+    if not self._closed:
+      self._upload()
+
+  def close(self) -> None:
+    if not self._closed:
+      super().close()  # writes out the last events
+      self._copy()
+      self._staging.cleanup()
+      self._closed = True
 
 
 def file_only(msg: str, *args: Any) -> None:

@@ -19,7 +19,6 @@ Checkpoints are read read-only (`checkpoint.open_read_only`).
 import hashlib
 import json
 import os
-import pathlib
 import re
 from typing import Any
 
@@ -28,7 +27,7 @@ import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
 
-from dsanet_jax.common import data_spec
+from dsanet_jax.common import data_spec, paths
 from dsanet_jax.models import config_fields
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import sharding as sharding_lib
@@ -56,9 +55,9 @@ class CorruptCheckpointError(StateError):
 # ===================================================================================== reading
 
 
-def read_meta(step_dir: str | pathlib.Path) -> ckpt_lib.CheckpointMeta:
+def read_meta(step_dir: str | os.PathLike) -> ckpt_lib.CheckpointMeta:
   """The `meta` item of a training checkpoint; CorruptCheckpointError naming the file."""
-  path = pathlib.Path(step_dir) / "meta" / "metadata"
+  path = paths.resolve(step_dir) / "meta" / "metadata"
   try:
     d = json.loads(path.read_text())
   except FileNotFoundError as e:
@@ -84,14 +83,14 @@ def _failed_file(step_dir: str, err: BaseException) -> tuple[str, str]:
   first = text.splitlines()[0][:400] if text else type(err).__name__
   m = re.search(r'Error reading "([^"]+)"', text)
   if m:
-    return os.path.join(step_dir, "state", f"(array {m.group(1)})"), first
+    return f"{step_dir}/state/(array {m.group(1)})", first
   m = re.search(re.escape(str(step_dir)) + r"[^\s\"',;]*", text)
-  return (m.group(0) if m else os.path.join(step_dir, "state")), first
+  return (m.group(0) if m else f"{step_dir}/state"), first
 
 
 def restore_step(mngr: Any, step: int, target: Any) -> State:
   """The state at `step` onto `target` (abstract arrays with shardings); CorruptCheckpointError."""
-  step_dir = os.path.join(str(mngr.directory), str(step))
+  step_dir = str(paths.resolve(mngr.directory) / str(step))
   try:
     state, _ = ckpt_lib.restore(mngr, target, step)
   except (ValueError, OSError, KeyError, RuntimeError) as e:
@@ -104,8 +103,9 @@ def restore_step(mngr: Any, step: int, target: Any) -> State:
 
 
 def _rename_aside(step_dir: str) -> str:
-  """Moves a corrupt checkpoint to WORKDIR/checkpoints.corrupt/<step>[.n] (never deletes)."""
-  src = pathlib.Path(step_dir)
+  """Moves a corrupt checkpoint to WORKDIR/checkpoints.corrupt/<step>[.n] (never deletes; on object
+  storage a move is a copy of every object, then their deletion)."""
+  src = paths.resolve(step_dir)
   dest_dir = src.parent.parent / CORRUPT_DIR
   dest = dest_dir / src.name
   n = 1
@@ -136,7 +136,7 @@ def resume(
   bad: list[CorruptCheckpointError] = []
   try:
     for step in reversed(ckpt_lib.checkpoint_steps(workdir)):
-      step_dir = os.path.join(str(mngr.directory), str(step))
+      step_dir = str(paths.resolve(mngr.directory) / str(step))
       try:
         meta = read_meta(step_dir)
         compare_model(stored_model_config(meta, step_dir), config, step_dir)

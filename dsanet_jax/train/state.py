@@ -19,7 +19,6 @@ evaluation `{"params", "batch_stats", "step"}`. Seeds follow `models.rng_seeds(c
 """
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +30,7 @@ import optax
 from absl import logging
 from flax import nnx
 
+from dsanet_jax.common import paths
 from dsanet_jax.train import checkpoint as ckpt_lib
 from dsanet_jax.train import init_from as init_lib
 from dsanet_jax.train import restore
@@ -221,7 +221,7 @@ def _load_eval(
   steps = ckpt_lib.checkpoint_steps(run)
   if steps:
     step = _eval_step(config, steps, run)
-    step_dir = os.path.join(ckpt_lib.checkpoint_dir(run), str(step))
+    step_dir = str(paths.resolve(ckpt_lib.checkpoint_dir(run)) / str(step))
     try:
       meta = restore.read_meta(step_dir)
       stored = restore.stored_model_config(meta, step_dir)
@@ -247,7 +247,7 @@ def _load_eval(
   if not converted or converted == init_lib.SCRATCH:
     where = f"no checkpoint under {ckpt_lib.checkpoint_dir(workdir)}" if workdir else "no --workdir"
     raise StateError(f"nothing to evaluate: {where} and no config.init_from (or --checkpoint)")
-  if os.path.isdir(converted):
+  if paths.resolve(converted).is_dir():
     config = restore.model_section(config, init_lib.model_dir_config(converted), converted)
   else:  # a PyTorch file, converted now
     init_lib.init_source(config)

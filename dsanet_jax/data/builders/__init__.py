@@ -9,15 +9,18 @@ Importing this package registers the builders with TFDS, so `tfds.builder(name, 
 works too. The feature spec is in `base.py`.
 """
 
+import contextlib
 import dataclasses
 import fcntl
-import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
+from dsanet_jax.common import paths
 from dsanet_jax.data.builders import base, video
 from dsanet_jax.data.builders.kinetics import Kinetics400
 from dsanet_jax.data.builders.labelled_videos import LabelledVideos
@@ -110,11 +113,11 @@ def get_builder(
 def _from_directory(
   ds: str, config_name: str | None, version: str | None, data_dir: str | None
 ) -> tfds.core.DatasetBuilder:
-  root = os.path.join(os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR), ds)
-  root = os.path.join(root, config_name) if config_name else root
+  root = paths.resolve(data_dir or tfds.core.constants.DATA_DIR) / ds
+  root = root / config_name if config_name else root
   versions = []
-  if os.path.isdir(root):
-    versions = [v for v in os.listdir(root) if re.fullmatch(r"\d+\.\d+\.\d+", v)]
+  if root.is_dir():
+    versions = [p.name for p in root.iterdir() if re.fullmatch(r"\d+\.\d+\.\d+", p.name)]
   if version:
     versions = [v for v in versions if v == version]
   if not versions:
@@ -123,7 +126,24 @@ def _from_directory(
       "prepare it first (python -m dsanet_jax.data.prepare --help)"
     )
   latest = max(versions, key=lambda v: tuple(int(x) for x in v.split(".")))
-  return tfds.builder_from_directory(os.path.join(root, latest))
+  return tfds.builder_from_directory(str(root / latest))
+
+
+@contextlib.contextmanager
+def _build_lock(root: epath.Path, name: str) -> Iterator[None]:
+  """Processes sharing a local (or NFS) `root` build one at a time (an exclusive file lock).
+  Object storage has no locks: there nothing is held, so prepare a dataset once before a
+  multi-host run (`python -m dsanet_jax.data.prepare`)."""
+  if paths.is_url(root):
+    yield
+    return
+  root.mkdir(parents=True, exist_ok=True)
+  with open(root / f".{name}.lock", "w") as lock:  # a local file
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ensure_prepared(
@@ -138,9 +158,9 @@ def ensure_prepared(
   overwrite: bool = False,
   **config_overrides: Any,
 ) -> tfds.core.DatasetBuilder:
-  """`get_builder(...)`, built first if it is not prepared yet (under a file lock, so parallel
-  processes sharing `data_dir` build it once). Datasets from manual downloads need `manual_dir`
-  (or the TFDS default manual folder).
+  """`get_builder(...)`, built first if it is not prepared yet (locally under a file lock, so
+  parallel processes sharing `data_dir` build it once). Datasets from manual downloads need
+  `manual_dir` (or the TFDS default manual folder). `data_dir` may be a URL (`gs://...`).
 
   `beam_options` (an `apache_beam` PipelineOptions) builds through Beam (docs/data.md);
   `overwrite` rebuilds a prepared dataset (e.g. one that `stale_reasons` reports as stale).
@@ -151,27 +171,21 @@ def ensure_prepared(
   builder = get_builder(name, data_dir, **kw, **config_overrides)
   if _is_prepared(builder) and not overwrite:
     return builder
-  root = os.path.expanduser(data_dir or tfds.core.constants.DATA_DIR)
-  os.makedirs(root, exist_ok=True)
-  lock_path = os.path.join(root, f".{_split_name(name)[0]}.lock")
+  root = paths.resolve(data_dir or tfds.core.constants.DATA_DIR)
   mode = tfds.download.GenerateMode
-  with open(lock_path, "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      builder = get_builder(name, data_dir, **kw, **config_overrides)
-      if overwrite or not _is_prepared(builder):
-        logging.info("building %s in %s (first use; once per data_dir)", name, root)
-        builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(
-            manual_dir=manual_dir,
-            try_download_gcs=False,
-            beam_options=beam_options,
-            download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
-          )
+  with _build_lock(root, _split_name(name)[0]):
+    builder = get_builder(name, data_dir, **kw, **config_overrides)
+    if overwrite or not _is_prepared(builder):
+      logging.info("building %s in %s (first use; once per data_dir)", name, root)
+      builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir,
+          try_download_gcs=False,
+          beam_options=beam_options,
+          download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
         )
-        builder = get_builder(name, data_dir, **kw, **config_overrides)
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
+      )
+      builder = get_builder(name, data_dir, **kw, **config_overrides)
   return builder
 
 

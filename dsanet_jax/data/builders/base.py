@@ -228,8 +228,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       progress.close()
     if not kept:
       raise self._nothing_kept(split, len(items), skipped)
-    path = os.path.join(os.fspath(self.data_dir), video.SKIPPED_FILE.format(split=split))
-    video.write_skipped(path, skipped)
+    path = epath.Path(self.data_dir) / video.SKIPPED_FILE.format(split=split)
+    video.write_skipped(str(path), skipped)
     self._report_skipped(split, len(items), skipped)
 
   def _encode_all(
@@ -249,11 +249,11 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     from dsanet_jax.data.builders import beam_build  # Beam is imported only when asked for
 
     skipped, todo = _screen(items)
-    root = os.fspath(self.data_dir)
-    work_dir = os.path.join(root, f"beam_items_{split}")
+    root = epath.Path(self.data_dir)  # a local path or a URL (Beam workers may write to GCS)
+    work_dir = str(root / f"beam_items_{split}")
     self._beam_splits[split] = (len(items), work_dir)
     return beam_build.GenerateSplit(
-      todo, skipped, os.path.join(root, video.SKIPPED_FILE.format(split=split)), work_dir,
+      todo, skipped, str(root / video.SKIPPED_FILE.format(split=split)), work_dir,
       config=self.builder_config, decode_timeout=self._decode_timeout,
     )  # fmt: skip
 
