@@ -51,7 +51,6 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from configs.base import DSA_R18_INSERT_FREQ
 from dsanet_jax.tools import benchmark_model
 
 PARITY_TOL = 1e-4  # max|diff| / max|reference| at 'highest' matmul precision (float32)
@@ -88,6 +87,9 @@ class Sizes:
   input_steps: int
 
 
+# The R18 DSA insertion pattern of configs/base.py (the library never imports configs/).
+_R18_INSERT_FREQ = (0, (0, 1), (0, 1), 0)
+
 FULL = Sizes(8, 8, 224, 10, None, 64, 64, 8, 20)
 REDUCED = Sizes(2, 2, 32, 3, 4, 4, 32, 2, 4)
 
@@ -102,7 +104,7 @@ def reduced_config(config: ConfigDict, sizes: Sizes, data_dir: str) -> ConfigDic
   reduced form the data are the embedded `order_of_events` (12 fps) in `data_dir`."""
   c = ConfigDict(config.to_dict())
   if sizes.base_width is not None:
-    c.model.depth, c.model.insert_freq = 18, DSA_R18_INSERT_FREQ
+    c.model.depth, c.model.insert_freq = 18, _R18_INSERT_FREQ
     c.model.base_width = sizes.base_width
     c.model.num_classes = 4
     c.data.name, c.data.fps = "order_of_events", 12.0

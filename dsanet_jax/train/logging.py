@@ -65,12 +65,8 @@ class JsonlWriter(interface.MetricWriter):
       _truncate_after(str(self._path), resume_step)
     # Local: appended and flushed line by line (a killed run keeps its records). Object storage
     # has no append: the whole object is rewritten at most every 10 s, and at flush and close.
-    self._url = paths.is_url(self._path)
-    self._lines = (
-      self._path.read_text().splitlines(keepends=True) if self._url and self._path.exists() else []
-    )
-    self._f = None if self._url else self._path.open("a")
-    self._written = time.monotonic()
+    self._obj = WholeObjectText(self._path) if paths.is_url(self._path) else None
+    self._f = None if self._obj else self._path.open("a")
     self.closed = False
 
   def _write(self, step: int, kind: str, values: Mapping[str, Any]) -> None:
@@ -81,10 +77,8 @@ class JsonlWriter(interface.MetricWriter):
     self._append(json.dumps(rec) + "\n")
 
   def _append(self, line: str) -> None:
-    if self._f is None:
-      self._lines.append(line)
-      if time.monotonic() - self._written > 10.0:
-        self.flush()
+    if self._obj is not None:
+      self._obj.append(line)
     else:
       self._f.write(line)
       self._f.flush()
@@ -114,9 +108,8 @@ class JsonlWriter(interface.MetricWriter):
     pass
 
   def flush(self) -> None:
-    if self._f is None:
-      self._path.write_text("".join(self._lines))
-      self._written = time.monotonic()
+    if self._obj is not None:
+      self._obj.flush()
     else:
       self._f.flush()
 
@@ -310,18 +303,17 @@ def add_log_file(workdir: str) -> str:
   return str(path)
 
 
-class _ObjectLogHandler(py_logging.Handler):
-  """The log file on object storage (no append there): the lines are kept and the whole object is
-  rewritten at most every `interval` seconds, and at close (logging's exit hook closes handlers)."""
+class WholeObjectText:
+  """A text file on object storage, which has no append: its lines are kept here and the whole
+  object is rewritten at most every `interval` seconds and at `flush` (metrics.jsonl, log.txt)."""
 
   def __init__(self, path: Any, interval: float = 10.0) -> None:
-    super().__init__()
     self.path, self.interval = path, interval
     self.lines = path.read_text().splitlines(keepends=True) if path.exists() else []
     self.written, self.dirty = 0.0, True
 
-  def emit(self, record: py_logging.LogRecord) -> None:
-    self.lines.append(self.format(record) + "\n")
+  def append(self, line: str) -> None:
+    self.lines.append(line)
     self.dirty = True
     if time.monotonic() - self.written > self.interval:
       self.flush()
@@ -330,6 +322,20 @@ class _ObjectLogHandler(py_logging.Handler):
     if self.dirty:
       self.path.write_text("".join(self.lines))
       self.written, self.dirty = time.monotonic(), False
+
+
+class _ObjectLogHandler(py_logging.Handler):
+  """log.txt on object storage (a `WholeObjectText`; logging's exit hook closes handlers)."""
+
+  def __init__(self, path: Any) -> None:
+    super().__init__()
+    self.obj = WholeObjectText(path)
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    self.obj.append(self.format(record) + "\n")
+
+  def flush(self) -> None:
+    self.obj.flush()
 
   def close(self) -> None:
     self.flush()

@@ -288,7 +288,8 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         f", skipped {len(skipped)} {dict(counts)}; list in {video.SKIPPED_FILE.format(split=split)}"
       )
     logging.info(msg)
-    print(msg, flush=True)
+    if not logging.level_info():  # a console that hides INFO (prepare's) still gets this line once
+      print(msg, flush=True)
 
   # ------------------------------------------------------------------ what a build depends on
   def build_record(self, manual_dir: str | None) -> dict[str, Any]:
