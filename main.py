@@ -176,6 +176,22 @@ def validate(config: ml_collections.ConfigDict, mode: str) -> None:
       _fail(str(e).splitlines()[0])
 
 
+def _stopped(err: Exception) -> int:
+  """A run stopped by a known failure: its one line on the console; the exit status."""
+  from dsanet_jax.train import checkpoint, trainer
+
+  if isinstance(err, checkpoint.CheckpointWriteError):  # storage unreachable or stalled
+    logging.error("%s", err, exc_info=True, extra={"file_only": True})  # the cause: log.txt only
+    print(f"error: {err}", file=sys.stderr)
+    return checkpoint.WRITE_ERROR_EXIT
+  if isinstance(err, trainer.NonFiniteLossError):
+    logging.error("%s", err)
+    print(f"ERROR: {err}", file=sys.stderr)
+    return 3
+  print(f"error: {err}", file=sys.stderr)  # state.StateError
+  return 1
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -194,7 +210,7 @@ def main(argv: list[str]) -> int:
     logging.info("log file (every library's INFO lines): %s", log_path)
   _log_config_source()
   # after distributed initialisation
-  from dsanet_jax.train import evaluation, inference, state, trainer
+  from dsanet_jax.train import checkpoint, evaluation, inference, state, trainer
 
   try:
     if mode == "predict":
@@ -226,13 +242,8 @@ def main(argv: list[str]) -> int:
     else:
       res = evaluation.evaluate(config, _WORKDIR.value)
       path = res["results"]
-  except state.StateError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except trainer.NonFiniteLossError as e:
-    logging.error("%s", e)
-    print(f"ERROR: {e}", file=sys.stderr)
-    return 3
+  except (state.StateError, trainer.NonFiniteLossError, checkpoint.CheckpointWriteError) as e:
+    return _stopped(e)
   if jax.process_index() == 0:
     n = res["num_videos"]
     print(
