@@ -9,6 +9,7 @@ made on the local disk.
 """
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from configs.default import get_config
@@ -66,3 +67,17 @@ def test_a_url_scheme_epath_knows_stays_a_url():
   """`paths.resolve` keeps a URL of any scheme epath has a path class for (the unknown ones:
   tests/test_paths.py)."""
   assert str(paths.resolve(f"{tf_only_url.SCHEME}x/y") / "z") == f"{tf_only_url.SCHEME}x/y/z"
+
+
+def test_training_never_builds_in_a_url_data_dir(tmp_path, monkeypatch):
+  """Object storage has no file lock, so the processes of a run cannot agree on who builds a
+  missing dataset there: the training pipeline stops in one line naming the prepare command, and
+  nothing is built (nor a local `ram:` folder made)."""
+  monkeypatch.chdir(tmp_path)
+  url = f"{tf_only_url.SCHEME}{tmp_path.name}/empty"
+  with pytest.raises(ValueError) as e:
+    pipeline.load_builder(_spec("order_of_events", url))
+  assert str(e.value).endswith(
+    f"python -m dsanet_jax.data.prepare --dataset=order_of_events --data_dir={url}"
+  ), e.value
+  assert not tf.io.gfile.exists(url) and not (tmp_path / "ram:").exists()

@@ -13,12 +13,12 @@ DSA and R4D are initialised fresh). The output is read by `python -m dsanet_jax.
 `--config.init_from=IN.pth` converts it the same way at start-up.
 """
 
-import pathlib
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dsanet_jax.common import paths
 from dsanet_jax.convert import checkpoint_io, port, torch_checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
       "config": cfg.model,
       "class_names": names,
       "source": {
-        "torch_checkpoint": str(pathlib.Path(_TORCH_CKPT.value).absolute()),
+        "torch_checkpoint": str(paths.resolve(_TORCH_CKPT.value)),
         "layout": report.source,
         "allow_new_head": _ALLOW_NEW_HEAD.value,
         "fresh": report.fresh,

@@ -40,6 +40,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from dsanet_jax.common import paths
 from dsanet_jax.common.data_spec import DataSpec
 from dsanet_jax.common.dtypes import parse_dtype
 from dsanet_jax.data import sampling, transforms
@@ -65,23 +66,31 @@ def load_builder(spec: DataSpec) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of dataset `spec.name` in `spec.data_dir`.
 
   Uses the project's builders (`data/builders`); a self-contained one (the embedded synthetic
-  dataset) is built on first use. Any other name ('name[/config][:version]') is any TFDS dataset
-  prepared in data_dir. Fails naming the dataset if it is not prepared.
+  dataset) is built on first use in a local (or NFS) data_dir, where a file lock makes the
+  processes sharing it build it once. Object storage has no lock, so a URL data_dir (`gs://...`) is
+  never built here: prepare it once before the run (the error says how). Any other name
+  ('name[/config][:version]') is any TFDS dataset prepared in data_dir. Fails naming the dataset if
+  it is not prepared.
   """
   from dsanet_jax.data import builders
 
   name, data_dir = spec.name, spec.data_dir
   base_name = name.split("/")[0].split(":")[0]
-  if base_name in builders.SELF_CONTAINED:
+  if base_name in builders.SELF_CONTAINED and not (data_dir and paths.is_url(data_dir)):
     builder = builders.ensure_prepared(name, data_dir)
   elif base_name in builders.BUILDERS:
     builder = builders.get_builder(name, data_dir)
   else:
     builder = tfds.builder(name, data_dir=data_dir)
   if not getattr(builder, "is_prepared", lambda: True)():
+    how = (
+      f"python -m dsanet_jax.data.prepare --dataset={name} --data_dir={data_dir}"
+      if base_name in builders.SELF_CONTAINED
+      else "python -m dsanet_jax.data.prepare --help"
+    )
     raise ValueError(
       f"Dataset {name!r} is not prepared in data_dir={data_dir!r} (config data.name, "
-      "data.data_dir); build it first: python -m dsanet_jax.data.prepare --help"
+      f"data.data_dir); build it first: {how}"
     )
   return builder
 

@@ -51,6 +51,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
+from dsanet_jax.common import paths
 from dsanet_jax.tools import benchmark_model
 
 PARITY_TOL = 1e-4  # max|diff| / max|reference| at 'highest' matmul precision (float32)
@@ -184,16 +185,15 @@ def part_export(config: ConfigDict, sizes: Sizes, workdir: str) -> dict[str, Any
   model = checkpoint_io.abstract_model(c.model)
   port.convert_state_dict(sd, model, c.model)
   names = [f"class_{i}" for i in range(int(c.model.num_classes))]
-  ckpt = os.path.join(workdir, "random_model")
+  ckpt = str(paths.resolve(workdir) / "random_model")
   checkpoint_io.save_model(ckpt, model, {"config": c.model, "class_names": names})
   c.init_from = ckpt
-  out_dir = export.export_model(c, out_dir=os.path.join(workdir, "export"))
+  out_dir = export.export_model(c, out_dir=str(paths.resolve(workdir) / "export"))
   pred = inference.load_predictor(c)
   u, t, s = int(c.model.num_segments), int(c.data.num_frames), int(c.eval.crop_size)
   x = np.random.RandomState(0).randn(2, u, t, s, s, 3).astype(np.float32)
   want = pred.logits(x, batch_size=2)
-  with open(os.path.join(out_dir, export.MODEL_FILE), "rb") as f:
-    exp = jax.export.deserialize(bytearray(f.read()))
+  exp = jax.export.deserialize(bytearray((paths.resolve(out_dir) / export.MODEL_FILE).read_bytes()))
   device = jax.devices()[0]
   got = np.asarray(exp.call(jax.device_put(x, device)))
   rel = float(np.abs(got - want).max() / np.abs(want).max())
@@ -313,8 +313,9 @@ def run_part(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def check(config: ConfigDict, out: str, *, reduced: bool, data_dir: str | None) -> dict[str, Any]:
   """Runs the four parts and writes JSON_FILE and TEXT_FILE into `out`; returns the report."""
   sizes = REDUCED if reduced else FULL
-  os.makedirs(out, exist_ok=True)
-  cfg = reduced_config(config, sizes, data_dir or os.path.join(out, "tfds"))
+  out_path = paths.resolve(out)
+  out_path.mkdir(parents=True, exist_ok=True)
+  cfg = reduced_config(config, sizes, data_dir or str(out_path / "tfds"))
   dev = devices()
   t0 = time.perf_counter()
   report: dict[str, Any] = {
@@ -338,11 +339,8 @@ def check(config: ConfigDict, out: str, *, reduced: bool, data_dir: str | None) 
   report["failed"] = [
     k for k, p in report["parts"].items() if "error" in p or p.get("passed") is False
   ]
-  with open(os.path.join(out, JSON_FILE), "w") as f:
-    json.dump(report, f, indent=1)
-  text = table(report)
-  with open(os.path.join(out, TEXT_FILE), "w") as f:
-    f.write(text)
+  paths.write_whole(out_path / JSON_FILE, json.dumps(report, indent=1))
+  paths.write_whole(out_path / TEXT_FILE, table(report))
   return report
 
 
