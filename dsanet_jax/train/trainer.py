@@ -262,11 +262,11 @@ class _Saver:
     except ckpt_lib.storage_errors() as e:
       bad = self.pending if self.pending is not None else step
       step_dir = str(paths.resolve(self.mngr.directory) / str(bad))
-      detail = (
-        f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
-        if str(e)
-        else type(e).__name__
-      )
+      if type(e) is TimeoutError:  # Orbax: the save outlasted its timeout
+        timeout = self.config.checkpoint.save_timeout_s
+        detail = f"not finished within checkpoint.save_timeout_s={timeout} s"
+      else:
+        detail = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
       self.pending = None
       raise ckpt_lib.CheckpointWriteError(step_dir, self.finished, detail) from e
 
