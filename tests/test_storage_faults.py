@@ -7,6 +7,7 @@ finishes within `checkpoint.save_timeout_s` completes; one that does not is neve
 the run stops with one line naming it (exit status 4), and a rerun resumes from the previous one.
 """
 
+import itertools
 import os
 import pathlib
 import shutil
@@ -25,14 +26,18 @@ from tests.gcs_emulator import Emulator
 from tests.test_gcs import _env, _main
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BUCKET = "bkt"
+BUCKET = "faults"
+_BUCKETS = itertools.count()
 OUTAGE_S = 10.0
 
 
 @pytest.fixture
 def gcs(tmp_path, monkeypatch):
-  """A running emulator (its own: these tests stop it); this process's clients point at it."""
-  emu = Emulator(tmp_path / "store", BUCKET)
+  """A running emulator (its own: these tests stop it); this process's clients point at it.
+
+  Each holds a bucket of another name: the storage client (one per process, epath caches it)
+  keeps directory listings by bucket and path, and another emulator's must not be taken for it."""
+  emu = Emulator(tmp_path / "store", f"{BUCKET}{next(_BUCKETS)}")
   emu.store.mkdir()
   emu.start()
   for k, v in emu.env().items():
@@ -43,16 +48,7 @@ def gcs(tmp_path, monkeypatch):
 
 def _objects(emu: Emulator, prefix: str) -> pathlib.Path:
   """Where the file-backed emulator keeps the objects under `gs://BUCKET/prefix`."""
-  return emu.store / ".cloudstorage" / BUCKET / prefix
-
-
-def _outage(emu: Emulator) -> float:
-  """Stops the emulator for OUTAGE_S and starts it again (same port, same objects); seconds."""
-  t0 = time.time()
-  emu.stop()
-  time.sleep(OUTAGE_S)
-  emu.start()
-  return time.time() - t0
+  return emu.store / ".cloudstorage" / emu.bucket / prefix
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
@@ -77,11 +73,11 @@ def test_a_save_in_flight_waits_out_a_10s_storage_outage(gcs):
   """checkpoint.py on gs://: the bucket goes away just after a save starts and comes back 10 s
   later; the save completes (the clients retry) and both checkpoints restore bit-exact."""
   cfg = base.get_base_config().checkpoint  # the default save_timeout_s
-  run = f"gs://{BUCKET}/stall"
+  run = f"gs://{gcs.bucket}/stall"
   dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   rng = np.random.default_rng(0)
   states = {
-    s: {"params": {"w": jax.device_put(rng.normal(size=(64, 256)).astype(np.float32), dev)},
+    s: {"params": {"w": jax.device_put(rng.normal(size=(512, 1024)).astype(np.float32), dev)},
         "step": jax.device_put(np.int32(s), dev)}
     for s in (2, 4)
   }  # fmt: skip
@@ -89,8 +85,12 @@ def test_a_save_in_flight_waits_out_a_10s_storage_outage(gcs):
   ckpt_lib.save(mngr, states[2], ckpt_lib.CheckpointMeta(2, {}))
   mngr.wait_until_finished()
   ckpt_lib.save(mngr, states[4], ckpt_lib.CheckpointMeta(4, {}))  # returns at once (async)
+  t0 = time.time()
+  gcs.stop()
   assert not (_objects(gcs, "stall/checkpoints/4") / "commit_success.txt").exists()  # in flight
-  assert _outage(gcs) >= OUTAGE_S
+  time.sleep(OUTAGE_S)
+  gcs.start()
+  assert time.time() - t0 >= OUTAGE_S
   mngr.wait_until_finished()
   mngr.close()
   assert ckpt_lib.checkpoint_steps(run) == [2, 4]
@@ -152,7 +152,7 @@ def test_main_stops_in_one_line_when_a_save_outlasts_a_storage_outage_and_resume
   longer than checkpoint.save_timeout_s. The run stops with one line naming that checkpoint and
   the last finished one, exit status 4, no traceback; step 2's objects are untouched; once the
   bucket is back, resume restores step 2 bit-exact and a rerun finishes the run."""
-  run = f"gs://{BUCKET}/run"
+  run = f"gs://{gcs.bucket}/run"
   ckpts = _objects(gcs, "run/checkpoints")
   snapshot = tmp_path / "checkpoint_2"
   rc, text = _run_into_an_outage(gcs, run, tmp_path)
