@@ -114,9 +114,9 @@ def _state(step_dir: str):
 
 
 def _run_into_an_outage(gcs: Emulator, run: str, tmp_path: pathlib.Path) -> tuple[int, str]:
-  """main.py on `run`, the bucket stopped once the step-4 save has started writing and started
-  again OUTAGE_S later; (exit status, console). Step 2's objects are copied to tmp/checkpoint_2
-  as they were before the outage."""
+  """main.py on `run`, the bucket stopped once the step-4 save has started writing its arrays and
+  started again OUTAGE_S later; (exit status, console). Step 2's objects are copied to
+  tmp/checkpoint_2 as they were before the outage."""
   ckpts = _objects(gcs, "run/checkpoints")
   console = tmp_path / "console.txt"
   outage: list[float] = []
@@ -127,7 +127,9 @@ def _run_into_an_outage(gcs: Emulator, run: str, tmp_path: pathlib.Path) -> tupl
     )  # fmt: skip
     try:
       t0 = time.time()
-      while not (ckpts / "4").exists():  # the step-4 save has started writing
+      # the step-4 save's background part has started writing its arrays (its blocking part,
+      # which waits for the storage too, is over; stopped earlier, the save would only wait)
+      while not any((ckpts / "4" / "state").glob("ocdbt.process_*/d/*")):
         assert proc.poll() is None, console.read_text()[-3000:]
         assert time.time() - t0 < 600, "no step-4 save within 600 s:\n" + console.read_text()
         time.sleep(0.01)
@@ -190,5 +192,6 @@ def test_main_stops_in_one_line_when_a_save_outlasts_a_storage_outage_and_resume
   )
   assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-4000:]
   assert "resumed from" in p.stderr and "at step 2" in p.stderr, p.stderr
-  assert ckpt_lib.checkpoint_steps(run)[-1] == 8
+  assert (ckpts / "8" / "commit_success.txt").exists()  # in the bucket (this process's listings
+  # of it are cached by its storage client)
   assert not (tmp_path / "gs:").exists()
