@@ -180,7 +180,7 @@ def _env() -> dict[str, str]:
 
 def _run(cwd: pathlib.Path, workdir: str, *extra: str) -> subprocess.CompletedProcess:
   p = subprocess.run(
-    _main(workdir, *extra), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300
+    _main(workdir, *extra), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
   )
   assert p.returncode == 0, p.stderr[-4000:]
   return p
@@ -193,9 +193,14 @@ def _state(step_dir: str) -> list[tuple[str, np.ndarray]]:
   return [(jax.tree_util.keystr(k), np.asarray(v)) for k, v in leaves]
 
 
-def _sigterm_at_step_3(run: str, cwd: pathlib.Path) -> str:
-  """Starts the run, sends SIGTERM once step 3 is logged; its console (exit status 0 asserted)."""
+def _sigterm_at_step_3(
+  run: str, cwd: pathlib.Path, ref: pathlib.Path
+) -> tuple[str, subprocess.Popen]:
+  """Starts the run; once its first step is logged (its programs compiled and in the test run's
+  XLA cache) starts the uninterrupted reference run in `ref`; sends SIGTERM once step 3 is logged.
+  Returns the console (exit status 0 asserted) and the reference process, still running."""
   console = cwd / "console.txt"
+  ref_proc = None
   with open(console, "w") as out:
     proc = subprocess.Popen(
       _main(run), cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT, text=True
@@ -204,28 +209,47 @@ def _sigterm_at_step_3(run: str, cwd: pathlib.Path) -> str:
       t0 = time.time()
       while "step 3/8" not in console.read_text():
         assert proc.poll() is None, console.read_text()[-3000:]
-        assert time.time() - t0 < 600, "no step 3 within 600 s:\n" + console.read_text()[-3000:]
+        assert time.time() - t0 < 900, "no step 3 within 900 s:\n" + console.read_text()[-3000:]
+        if ref_proc is None and "step 1/8" in console.read_text():
+          with open(cwd / "reference.txt", "w") as ref_out:
+            ref_proc = subprocess.Popen(
+              _main(str(ref)), cwd=cwd, env=_env(), stdout=ref_out, stderr=subprocess.STDOUT
+            )
         time.sleep(0.05)
       proc.send_signal(signal.SIGTERM)
       rc = proc.wait(timeout=120)
+    except BaseException:
+      if ref_proc is not None:
+        ref_proc.kill()
+        ref_proc.wait()
+      raise
     finally:
       proc.kill()  # a no-op once it has exited
       proc.wait()
   text = console.read_text()
   assert rc == 0 and "Traceback" not in text, text[-3000:]
-  return text
+  assert ref_proc is not None
+  return text, ref_proc
 
 
 def _check_bucket(run: str) -> None:
   """The bucket holds the whole run: checkpoints, logs, metrics, events, results, export."""
   listing = _listing(run)
   print("\n".join(listing))  # the bucket after the run (pytest -s shows it)
-  top = {s.split("/")[0] for s in listing}
-  assert top == {"checkpoints", "eval", "export", "log.txt", "metrics.jsonl", "tensorboard"}, top
-  for f in ("eval/results.json", "eval/predictions.npz", "export/model.jax"):
-    assert f in listing, f
-  assert "checkpoints/8/commit_success.txt" in listing
-  assert len([s for s in listing if s.startswith("tensorboard/events.out.tfevents")]) == 2
+  files = [s for s in listing if not s.startswith(("checkpoints/", "tensorboard/"))]
+  assert files == [
+    "eval/predictions.npz", "eval/results.json", "export/model.jax", "export/signature.json",
+    "log.txt", "metrics.jsonl",
+  ], files  # fmt: skip
+  steps = {s.split("/")[1] for s in listing if s.startswith("checkpoints/")}
+  assert steps == {"6", "8"}, steps  # the last two (checkpoint.keep), each committed
+  for step in steps:
+    for f in ("commit_success.txt", "meta/metadata", "state/manifest.ocdbt"):
+      assert f"checkpoints/{step}/{f}" in listing, (step, f)
+  events = [s for s in listing if s.startswith("tensorboard/")]
+  assert len(events) == 2 and all(  # one events file per process run (stopped, resumed)
+    s.startswith("tensorboard/events.out.tfevents.") for s in events
+  ), events
   log = epath.Path(f"{run}/log.txt").read_text()
   assert "pre-empted: checkpoint saved" in log and "resumed from" in log
   sig = json.loads(epath.Path(f"{run}/export/signature.json").read_text())
@@ -241,23 +265,22 @@ def test_default_config_on_gs_sigterm_resume_eval_export_tools(gcs, tmp_path):
   holds all of it; no local `gs:` folder anywhere."""
   run = f"gs://{BUCKET}/run"
   ref = tmp_path / "reference"  # the same run uninterrupted, on local disk, alongside
-  with open(tmp_path / "reference.txt", "w") as out:
-    ref_proc = subprocess.Popen(
-      _main(str(ref)), cwd=tmp_path, env=_env(), stdout=out, stderr=subprocess.STDOUT
-    )
+  ref_proc = None
   try:
-    text = _sigterm_at_step_3(run, tmp_path)
+    text, ref_proc = _sigterm_at_step_3(run, tmp_path, ref)
     print(text)  # the console of the SIGTERMed run (pytest -s shows it)
     assert "pre-empted: checkpoint saved at step" in text, text[-3000:]
     stopped = int(text.split("pre-empted: checkpoint saved at step ")[1].split()[0])
     assert 3 <= stopped < 8
     assert not epath.Path(f"{run}/eval/results.json").exists()  # stopped, not finished
     p = _run(tmp_path, run)  # resumes, trains to the end, evaluates
-    _run(tmp_path, run, "--mode=export")
+    print(p.stderr)  # the console of the resumed run
+    print(_run(tmp_path, run, "--mode=export").stderr)
     assert ref_proc.wait(timeout=600) == 0, (tmp_path / "reference.txt").read_text()[-3000:]
   finally:
-    ref_proc.kill()  # a no-op once it has exited
-    ref_proc.wait()
+    if ref_proc is not None:
+      ref_proc.kill()  # a no-op once it has exited
+      ref_proc.wait()
   assert f"at step {stopped}" in p.stderr and f"{run}/eval/results.json" in p.stderr, p.stderr
   a, b = _state(str(ref / "checkpoints" / "8")), _state(f"{run}/checkpoints/8")
   assert [k for k, _ in a] == [k for k, _ in b]

@@ -8,8 +8,10 @@ Orbax / TensorStore / TFDS as `str(...)`), never with `os.path`, `open` or `os.m
 Which library does the I/O: epath's `gs://` goes through gcsfs (fsspec): this module sets
 `EPATH_USE_TF=false` (unless set), else epath would pick TensorFlow's file system whenever
 TensorFlow is installed, and that one has no endpoint setting (gcsfs honours
-`STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client;
-TensorBoard event files (clu) and TFDS go through TensorFlow's file system.
+`STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client.
+TensorBoard event files of a URL workdir are written locally by clu and uploaded through epath
+(`train.logging.StagedSummaryWriter`). Only TFDS's records (tf.data) go through TensorFlow's file
+system.
 """
 
 import os
