@@ -9,7 +9,9 @@
 
 Mistakes in the command line (a config path that does not exist, a misspelt override, a missing
 init_from, a dataset that is not prepared) are reported in one line with exit status 2, before JAX
-does any work and before the workdir is created.
+does any work and before the workdir is created. A non-finite loss stops training with exit status
+3; a checkpoint that cannot be written (storage unreachable or stalled for longer than
+checkpoint.save_timeout_s) with exit status 4, in one line naming it and the last finished one.
 
 Multi-host: `jax.distributed.initialize()` runs when a cluster is detected (Cloud TPU pod slice,
 SLURM with several tasks, Open MPI) or when --coordinator_address/--num_processes/--process_id are
