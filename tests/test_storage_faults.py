@@ -69,6 +69,78 @@ def _assert_same(a, b) -> None:
     np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
 
 
+class _Manager:
+  """Stands in for Orbax's CheckpointManager: `fail` maps a call number to what it raises."""
+
+  directory = "gs://b/run/checkpoints"
+
+  def __init__(self, fail: dict[int, BaseException]) -> None:
+    self.fail, self.calls = fail, 0
+
+  def latest_step(self) -> int:
+    return 2
+
+  def all_steps(self) -> list[int]:
+    return [2]
+
+  def _call(self) -> None:
+    self.calls += 1
+    if self.calls in self.fail:
+      raise self.fail[self.calls]
+
+  def save(self, step, args, metrics, force) -> None:
+    self._call()
+
+  def wait_until_finished(self) -> None:
+    self._call()
+
+
+class _Log:
+  def flush(self) -> None:
+    pass
+
+
+def _saver(fail: dict[int, BaseException]):
+  from dsanet_jax.train import trainer
+
+  return trainer._Saver(_Manager(fail), base.get_base_config(), None, None)
+
+
+def test_a_failed_save_names_itself_and_the_last_finished_one():
+  """The save in flight fails (Orbax's timeout, raised at the next save): one line naming it, the
+  last finished step and what to run; a save failing at once names itself."""
+  s = _saver({2: TimeoutError("ChainedFuture completed 3/4 futures but timed out")})
+  s.save(4, {}, _Log())
+  with pytest.raises(ckpt_lib.CheckpointWriteError) as e:
+    s.save(6, {}, _Log())
+  assert str(e.value) == (
+    "checkpoint gs://b/run/checkpoints/4 was not written (not finished within "
+    "checkpoint.save_timeout_s=1200 s); the last finished checkpoint is step 2; rerun the same "
+    "command to resume from it"
+  )
+  s = _saver({3: ConnectionRefusedError("Cannot connect to host storage.googleapis.com:443")})
+  s.save(4, {}, _Log())
+  s.wait()  # 4 finished
+  with pytest.raises(ckpt_lib.CheckpointWriteError, match=r"checkpoints/6 was not written \("
+                     r"ConnectionRefusedError: Cannot connect .*\); the last finished checkpoint "
+                     r"is step 4;"):  # fmt: skip
+    s.save(6, {}, _Log())
+
+
+def test_the_storage_clients_own_failure_reports_stay_off_the_console():
+  import logging as py_logging
+
+  from dsanet_jax.train import logging as log_lib
+
+  f = log_lib._ConsoleFilter(verbose=False)
+  orbax = "/venv/site-packages/orbax/checkpoint/_src/checkpointers/async_checkpointer.py"
+  msg = "[process=0] Failed to run 4 Handler Commit operations or the Commit callback"
+  third = py_logging.LogRecord("absl", py_logging.ERROR, orbax, 1, msg, None, None)
+  assert not f.filter(third)
+  own = py_logging.LogRecord("absl", py_logging.ERROR, log_lib.__file__, 1, msg, None, None)
+  assert f.filter(own)
+
+
 def test_a_save_in_flight_waits_out_a_10s_storage_outage(gcs):
   """checkpoint.py on gs://: the bucket goes away just after a save starts and comes back 10 s
   later; the save completes (the clients retry) and both checkpoints restore bit-exact."""
