@@ -18,6 +18,7 @@ SLURM with several tasks, Open MPI) or when --coordinator_address/--num_processe
 given; every process runs the same command.
 """
 
+import logging as py_logging
 import os
 import re
 import sys
@@ -184,8 +185,12 @@ def _stopped(err: Exception) -> int:
 
   if isinstance(err, checkpoint.CheckpointWriteError):  # storage unreachable or stalled
     logging.error("%s", err, exc_info=True, extra={"file_only": True})  # the cause: log.txt only
-    print(f"error: {err}", file=sys.stderr)
-    return checkpoint.WRITE_ERROR_EXIT
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    # Exit now: the failed save's writes may still be retrying in the storage clients' threads
+    # (never marked finished); an interpreter shutdown would wait for them, or report each one
+    # that ends after its event loop has closed. The log handlers are flushed first.
+    py_logging.shutdown()
+    os._exit(checkpoint.WRITE_ERROR_EXIT)
   if isinstance(err, trainer.NonFiniteLossError):
     logging.error("%s", err)
     print(f"ERROR: {err}", file=sys.stderr)
