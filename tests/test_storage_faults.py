@@ -203,7 +203,7 @@ def _run_into_an_outage(gcs: Emulator, run: str, tmp_path: pathlib.Path) -> tupl
       # which waits for the storage too, is over; stopped earlier, the save would only wait)
       while not any((ckpts / "4" / "state").glob("ocdbt.process_*/d/*")):
         assert proc.poll() is None, console.read_text()[-3000:]
-        assert time.time() - t0 < 600, "no step-4 save within 600 s:\n" + console.read_text()
+        assert time.time() - t0 < 900, "no step-4 save within 900 s:\n" + console.read_text()
         time.sleep(0.01)
       gcs.stop()
       t1 = time.time()
