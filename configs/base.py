@@ -98,7 +98,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.flip_label_pairs = ()
   c.data.mean = IMAGENET_MEAN_255
   c.data.std = IMAGENET_STD_255
-  c.data.dtype = "float32"  # dtype of the video batch handed to the model
+  # dtype of the normalised video handed to the model (batches leave the host as uint8 and are
+  # normalised on the device, in the jitted step)
+  c.data.dtype = "float32"
   c.data.shuffle_buffer = 256
   c.data.num_parallel_calls = -1  # tf.data AUTOTUNE
   c.data.prefetch = 2

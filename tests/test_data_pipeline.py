@@ -1,5 +1,8 @@
 """The tf.data snippet pipeline on a tiny TFDS dataset built here (the builders' features)."""
 
+import os
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from configs.base import get_base_config
 from dsanet_jax.common import data_spec
-from dsanet_jax.data import pipeline, transforms
+from dsanet_jax.data import frame_index, pipeline, transforms
 from tests.test_sampling import spec_frame_indices, spec_test_offsets
 
 H, W = 32, 40
@@ -121,9 +124,8 @@ def _cfg(**data):
 
 
 def _frame_ids(video: np.ndarray, cfg) -> np.ndarray:
-  """Recovers frame indices from the normalised grey levels: int [..., T]."""
-  grey = video[..., 0].astype(np.float32) * cfg.data.std[0] + cfg.data.mean[0]
-  level = grey.mean(axis=(-1, -2))
+  """Recovers frame indices from the uint8 grey levels: int [..., T]."""
+  level = video[..., 0].astype(np.float32).mean(axis=(-1, -2))
   return np.rint((level - 10) / 3).astype(int)
 
 
@@ -142,12 +144,16 @@ def test_train_batches_shapes_normalisation_and_sampled_frames(builder):
   )
   batches = _take(it, 4)  # two epochs of 10
   b = batches[0]
-  assert b["video"].shape == (5, 2, 3, 16, 16, 3) and b["video"].dtype == np.float32
+  assert b["video"].shape == (5, 2, 3, 16, 16, 3) and b["video"].dtype == np.uint8
   assert b["label"].dtype == np.int32 and b["mask"].dtype == bool and b["mask"].all()
-  # Uniform grey frames: every pixel of a frame is (grey - mean) / std per channel.
-  v = b["video"]
-  grey = v * np.asarray(cfg.data.std) + np.asarray(cfg.data.mean)
+  # Uniform grey frames: every pixel of a frame is its grey level, on every channel (uint8 RGB).
+  grey = b["video"].astype(np.float32)
   assert np.abs(grey - grey[..., :1, :1, :1]).max() < 2.5
+  # On the device the step normalises them: (grey - mean) / std per channel, in data.dtype.
+  x = np.asarray(data_spec.from_config(cfg).model_input(jnp.asarray(b["video"])))
+  want = (grey - np.asarray(cfg.data.mean, np.float32)) / np.asarray(cfg.data.std, np.float32)
+  assert x.dtype == np.float32
+  np.testing.assert_allclose(x, want, atol=1e-5)
   # Each clip's frames follow the training formula: offsets in their segments, stride 4, clipped.
   by_epoch = {0: set(), 1: set()}
   for e, pair in enumerate([batches[:2], batches[2:]]):
@@ -192,6 +198,8 @@ def test_train_determinism_and_resume(builder):
 
 def test_train_bfloat16_and_two_processes_partition(builder):
   cfg = _cfg(dtype="bfloat16", shuffle_buffer=1)
+  x = data_spec.from_config(cfg).model_input(jnp.zeros((2, 3), jnp.uint8))
+  assert x.dtype == jnp.bfloat16  # data.dtype is what the device normalises to
   seen = []
   for p in range(2):
     it = pipeline.make_train_iterator(
@@ -202,7 +210,7 @@ def test_train_bfloat16_and_two_processes_partition(builder):
       builder=builder,
     )
     b = next(it)
-    assert b["video"].dtype.name == "bfloat16"
+    assert b["video"].dtype == np.uint8  # the host sends uint8 whatever data.dtype
     seen.append(b["label"])
   # The two shares are disjoint halves: together their first batches hold every label once.
   assert sorted(np.concatenate(seen).tolist()) == sorted(i % len(CLASSES) for i in range(10))
@@ -219,7 +227,7 @@ def _lr_clips(cfg, builder, n_batches: int = 6):
     builder=builder,
   )
   for b in _take(it, n_batches):
-    grey = b["video"][..., 0] * cfg.data.std[0] + cfg.data.mean[0]
+    grey = b["video"][..., 0].astype(np.float32)
     yield from zip(grey, b["label"].tolist())
 
 
@@ -317,14 +325,25 @@ def test_eval_views_are_test_centres_and_crops(builder):
 
 
 def test_three_crops_positions():
-  frames = tf.reshape(tf.range(2 * 4 * 8, dtype=tf.float32), [2, 4, 8, 1])
-  crops = transforms.multi_crop(frames, 4, 3).numpy()  # landscape: left, centre, right
-  np.testing.assert_array_equal(crops[0], frames.numpy()[:, :, 0:4])
-  np.testing.assert_array_equal(crops[1], frames.numpy()[:, :, 2:6])
-  np.testing.assert_array_equal(crops[2], frames.numpy()[:, :, 4:8])
-  portrait = tf.transpose(frames, [0, 2, 1, 3])  # [2, 8, 4, 1]: top, centre, bottom
-  crops = transforms.multi_crop(portrait, 4, 3).numpy()
-  np.testing.assert_array_equal(crops[2], portrait.numpy()[:, 4:8])
+  frames = np.arange(2 * 4 * 8, dtype=np.uint8).reshape(2, 4, 8, 1).repeat(3, -1)
+  crops = transforms.test_views(
+    4, 4, 3, 2, *frames, *frames[::-1]
+  )  # landscape: left, centre, right
+  assert crops.shape == (2, 3, 2, 4, 4, 3)
+  np.testing.assert_array_equal(crops[1, :, ::-1], crops[0])  # clip-major
+  np.testing.assert_array_equal(crops[0, 0], frames[:, :, 0:4])
+  np.testing.assert_array_equal(crops[0, 1], frames[:, :, 2:6])
+  np.testing.assert_array_equal(crops[0, 2], frames[:, :, 4:8])
+  portrait = np.ascontiguousarray(frames.transpose(0, 2, 1, 3))  # [2, 8, 4, 3]: top, centre, bottom
+  crops = transforms.test_views(4, 4, 3, 2, *portrait)
+  np.testing.assert_array_equal(crops[0, 0], portrait[:, 0:4])
+  np.testing.assert_array_equal(crops[0, 2], portrait[:, 4:8])
+  assert transforms.short_side_size(4, 8, 4) == (4, 8) and transforms.short_side_size(6, 9, 4) == (
+    4,
+    6,
+  )
+  with pytest.raises(ValueError, match="smaller than the test crop"):
+    transforms.crop_starts(4, 8, 5, 3)
 
 
 def test_random_resized_crop_box_axes():
@@ -413,20 +432,83 @@ def test_default_dataset_end_to_end(tmp_path):
 
 
 def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
-  assert pipeline._direct_readable(builder)
+  assert pipeline.direct_readable(builder)
   assert len(builder.info.splits["train"].file_instructions) == 3  # several shards interleaved
 
-  def read(start, end):
+  def read(start, end):  # every frame's JPEG bytes: byte ranges (direct) or parsed (TFDS)
+    ds = pipeline.read_examples(builder, "train", start, end).map(
+      lambda ex: {
+        **{k: ex[k] for k in ("index", "video_id", "label")},
+        "jpegs": pipeline.gather_frames(ex, tf.range(pipeline.num_frames(ex))),
+      }
+    )
     return {
-      int(ex["index"]): (ex["video_id"], ex["label"], ex["video"].shape[0])
-      for ex in pipeline.read_examples(builder, "train", start, end).as_numpy_iterator()
+      int(ex["index"]): (ex["video_id"], ex["label"], tuple(ex["jpegs"]))
+      for ex in ds.as_numpy_iterator()
     }
 
   direct = [read(0, 10), read(3, 8), read(5, 5)]
-  monkeypatch.setattr(pipeline, "_direct_readable", lambda b: False)
+  monkeypatch.setattr(pipeline, "direct_readable", lambda b: False)
   via_tfds = [read(0, 10), read(3, 8), read(5, 5)]
   assert direct == via_tfds
   assert sorted(direct[1]) == [3, 4, 5, 6, 7] and direct[2] == {}
+  assert all(len(v[2]) > 1 and v[2][0][:2] == b"\xff\xd8" for v in direct[0].values())  # JPEGs
+
+
+def test_frame_index_is_rebuilt_when_stale(builder):
+  shard = os.fspath(builder.info.splits["train"].file_instructions[0].filename)
+  frame_index.ensure(shard)
+  good = frame_index.load(shard)
+  stale = {**good, "shard_bytes": good["shard_bytes"] + 1}
+  with open(frame_index.index_path(shard), "wb") as f:  # a test file, not a user path
+    np.savez(f, **stale)
+  with pytest.raises(FileNotFoundError, match="is stale"):
+    frame_index.load(shard)
+  frame_index.ensure(shard)
+  again = frame_index.load(shard)
+  assert all(np.array_equal(again[k], good[k]) for k in good)
+  assert len(good["row_splits"]) == len(good["label"]) + 1 and good["offset"].size > 0
+
+
+def test_frame_index_partial_inconsistent_or_rewritten_is_never_used(builder, tmp_path):
+  """Hosts indexing one shard at once leave one whole index and no temporary file; a partial or
+  inconsistent index, or one of a shard rewritten at the same size, is refused by `load` and
+  rebuilt by `ensure`."""
+  src = os.fspath(builder.info.splits["train"].file_instructions[0].filename)
+  shard = str(tmp_path / "train.tfrecord-00000-of-00001")
+  tf.io.gfile.copy(src, shard)
+  frame_index.ensure_all([shard] * 4, threads=4)  # four writers of the same index at once
+  assert sorted(os.listdir(tmp_path)) == sorted(
+    [os.path.basename(shard) + s for s in ("", frame_index.SUFFIX)]
+  )
+  good = frame_index.load(shard)
+  path = frame_index.index_path(shard)
+  with open(path, "rb") as f:  # test files, not user paths
+    whole = f.read()
+
+  def refused_then_rebuilt(why: str) -> dict[str, np.ndarray]:
+    with pytest.raises(FileNotFoundError, match=why):
+      frame_index.load(shard)
+    frame_index.ensure(shard)
+    return frame_index.load(shard)
+
+  for cut in (0, len(whole) // 2, len(whole) - 1):
+    with open(path, "wb") as f:
+      f.write(whole[:cut])
+    again = refused_then_rebuilt("unreadable")
+    assert all(np.array_equal(again[k], good[k]) for k in good)
+  with open(path, "wb") as f:
+    np.savez(f, **{**good, "row_splits": good["row_splits"][:-1]})
+  refused_then_rebuilt("inconsistent")
+  records = list(tf.data.TFRecordDataset(shard).as_numpy_iterator())
+  with tf.io.TFRecordWriter(shard) as w:  # the same records reversed: the same size
+    for r in records[::-1]:
+      w.write(r)
+  assert int(good["shard_bytes"]) == os.path.getsize(shard)
+  moved = refused_then_rebuilt("stale")
+  assert np.array_equal(moved["label"], good["label"][::-1]) and len(records) > 1
+  assert np.array_equal(moved["video_id"], good["video_id"][::-1])
+  assert not np.array_equal(moved["offset"], good["offset"])
 
 
 def test_eval_prepare_of_one_example_equals_the_pipeline(builder):

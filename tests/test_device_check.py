@@ -1,25 +1,48 @@
-"""`tools.device_check` in its reduced form (CPU): every part runs, every figure is finite with a
-unit, and each parity passes its tolerance."""
+"""`tools.device_check` in its reduced form (CPU), run as the CLI: every part runs, every figure is
+finite with a unit, each parity passes its tolerance, the table is printed and written."""
 
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
-from configs.kinetics400 import dsa_i3d_r50
 from dsanet_jax.tools import device_check
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# One CPU device, and XLA:CPU's LLVM passes at their cheapest: the reduced form's time is mostly
+# compilation (six programs), and its step speeds are not figures anyone reads.
+XLA_FLAGS = (
+  "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 "
+  "--xla_llvm_disable_expensive_passes=true"
+)
 
 
 @pytest.mark.slow
 def test_device_check_reduced_form(tmp_path):
-  r = device_check.check(
-    dsa_i3d_r50.get_config(), str(tmp_path), reduced=True, data_dir=str(tmp_path / "tfds")
+  out = tmp_path / "out"
+  env = dict(os.environ, XLA_FLAGS=XLA_FLAGS)
+  cmd = [
+    sys.executable,
+    "-m",
+    "dsanet_jax.tools.device_check",
+    f"--out={out}",
+    # the test run's one build of the embedded order_of_events (conftest's temp home)
+    f"--data_dir={os.environ['TFDS_DATA_DIR']}",
+  ]
+  proc = subprocess.run(
+    cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
   )
-  on_disk = json.loads((tmp_path / device_check.JSON_FILE).read_text())
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  on_disk = json.loads((out / device_check.JSON_FILE).read_text())
   assert on_disk["parts"].keys() == {"benchmark", "parity", "export", "input"}
   assert on_disk["form"] == "reduced" and on_disk["devices"]["jax_device_kind"]
   assert on_disk["versions"]["jax"] != "absent"
-  assert r["failed"] == [], {k: p.get("error") for k, p in r["parts"].items()}
+  assert on_disk["failed"] == [], {k: p.get("error") for k, p in on_disk["parts"].items()}
   for name, part in on_disk["parts"].items():
     assert "error" not in part and "skipped" not in part, (name, part)
     figs = device_check.figures(part)
@@ -27,13 +50,29 @@ def test_device_check_reduced_form(tmp_path):
     for key, f in figs:
       assert math.isfinite(f["value"]) and f["unit"] and f["compared"], (name, key, f)
   b = on_disk["parts"]["benchmark"]
-  assert {"float32", "bfloat16"} <= b.keys()
-  assert b["bfloat16"]["jax_step_s"]["value"] > 0 and b["float32"]["torch_step_s"]["value"] > 0
+  assert b.keys() >= {"float32", "bfloat16"}
+  for dtype in ("float32", "bfloat16"):
+    for key in ("jax_step_s", "torch_step_s", "ratio_step", "jax_gflops", "jax_compile_s"):
+      assert b[dtype][key]["value"] > 0, (dtype, key)
   for name in ("parity", "export"):
     part = on_disk["parts"][name]
     assert part["passed"] is True, part
     assert all(f["value"] < part["tolerance"] for _, f in device_check.figures(part))
   inp = on_disk["parts"]["input"]
+  assert inp["synthetic_step_s"]["value"] > 0 and inp["fed_step_s"]["value"] > 0
   assert 0 <= inp["data_wait_share"]["value"] <= 1
-  text = (tmp_path / device_check.TEXT_FILE).read_text()
-  assert "parity.eval_logits_rel" in text and "input.data_wait_share" in text
+  assert inp["input_bound"] is (inp["data_wait_share"]["value"] > 0.1)
+  text = (out / device_check.TEXT_FILE).read_text()
+  assert text in proc.stdout  # the CLI prints the table it writes
+  for row in (
+    "benchmark.float32.ratio_step",
+    "benchmark.bfloat16.ratio_step",
+    "parity.eval_logits_rel",
+    "parity.passed",
+    "export.logits_rel",
+    "export.passed",
+    "input.data_wait_share",
+    "input.input_bound",
+  ):
+    assert row in text, row
+  assert "failed: none" in text

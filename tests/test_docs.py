@@ -126,7 +126,8 @@ RUN: dict[str, list[str]] = {
     " --config.data.data_dir=/tmp/tfds_k400bench --batch_size=8"
     " [--num_batches=24 --raw_clips=96 --repeats=7]",
     "python -m dsanet_jax.tools.benchmark_input --config=configs/kinetics400/dsa_i3d_r50.py"
-    " --config.data.name=NAME --config.data.data_dir=DIR [--batch_size=8] [--json]",
+    " --config.data.name=NAME --config.data.data_dir=DIR [--pipeline=train|eval] [--batch_size=8]"
+    " [--json]",
   ],
   # The embedded dataset's build and the build benchmark on the real clips.
   "data": [

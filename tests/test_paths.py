@@ -15,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONVERTED = (
   "main.py",
   "dsanet_jax/common/paths.py",
+  "dsanet_jax/data/frame_index.py",
   "dsanet_jax/train/checkpoint.py",
   "dsanet_jax/train/evaluation.py",
   "dsanet_jax/train/evaluator.py",

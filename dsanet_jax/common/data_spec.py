@@ -4,9 +4,14 @@ The trainer, the evaluator, the predictor and the tools resolve the config once 
 `from_config(config)` and hand the `DataSpec` down: the tf.data pipeline (`data/pipeline.py`),
 `tools/sample_frames`, the predictor's view builder (`train/inference.py`) and the benchmarks read
 only its fields, never the config. A renamed config field is fixed here, in `from_config`, alone.
+
+The spec also holds the one definition of input normalisation: batches leave the host as uint8
+RGB (0-255), and the jitted steps (train, eval, the predictor) call `DataSpec.model_input` on the
+device: `(x - mean) / std` per channel in float32, cast to `dtype`.
 """
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
@@ -64,6 +69,45 @@ class DataSpec:
   def replace(self, **changes: Any) -> "DataSpec":
     """A copy with `changes` (field=value) applied."""
     return dataclasses.replace(self, **changes)
+
+  def model_input(self, video: Any) -> Any:
+    """The model's input from a batch's video, on the device (inside a jitted step).
+
+    uint8 [..., 3] RGB on the 0-255 scale -> `(x - mean) / std` per channel, computed in float32
+    and cast to `dtype`; a floating-point video is taken as already normalised (a converted
+    `--input_npy`, the exported model's float32 input) and only cast to `dtype`.
+    """
+    import jax.numpy as jnp
+
+    dtype = jnp.dtype(parse_dtype(self.dtype, key="data.dtype"))
+    if video.dtype == jnp.uint8:
+      mean = jnp.asarray(self.mean, jnp.float32)
+      inv_std = 1.0 / jnp.asarray(self.std, jnp.float32)
+      return ((video.astype(jnp.float32) - mean) * inv_std).astype(dtype)
+    if not jnp.issubdtype(video.dtype, jnp.floating):
+      raise ValueError(
+        f"video dtype {video.dtype}: expected uint8 (0-255) or floating (normalised)"
+      )
+    return video.astype(dtype)
+
+
+def input_fn(spec: DataSpec | None) -> Callable[[Any], Any]:
+  """The steps' video -> model input: `spec.model_input`; without a spec, the identity on a
+  video that already arrives normalised (floating point), and an error on any other dtype."""
+  if spec is not None:
+    return spec.model_input
+
+  def normalised(video: Any) -> Any:
+    import jax.numpy as jnp
+
+    if not jnp.issubdtype(video.dtype, jnp.floating):
+      raise ValueError(
+        f"a {video.dtype} video needs the DataSpec to be normalised on the device "
+        "(pass data=data_spec.from_config(config))"
+      )
+    return video
+
+  return normalised
 
 
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:

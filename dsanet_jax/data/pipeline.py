@@ -1,35 +1,40 @@
-"""The tf.data snippet pipeline: TFDS video datasets -> numpy batches of normalised clips.
+"""The tf.data snippet pipeline: TFDS video datasets -> numpy batches of uint8 clips.
 
 Every function takes a `DataSpec` (common/data_spec.py: `from_config(config)` resolves it once),
-never the config.
+never the config. Batches leave the host as uint8 RGB (0-255): the jitted steps normalise them on
+the device (`DataSpec.model_input`), a quarter of the bytes of float32.
 
 Contract (docs/design.md):
   make_train_iterator(spec, *, local_batch_size, process_index, process_count, start_step=0)
-    -> infinite iterator of {'video': [B, U, T, H, W, 3] spec.dtype, 'label': int32 [B],
+    -> infinite iterator of {'video': uint8 [B, U, T, H, W, 3], 'label': int32 [B],
        'mask': bool [B]}.
   make_eval_iterator(spec, *, split, local_batch_size, process_index, process_count, num_segments,
                      num_crops)
     -> finite iterator, the same number of batches on every process, of {'video':
-       [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
+       uint8 [B, crops, U_test, T, H, W, 3], 'label': int32 [B], 'mask': bool [B] (False = padding),
        'video_id': bytes [B]}; every example exactly once over all processes.
   num_examples(spec, split) -> int;  class_names(spec) -> list[str].
 
 Phases of a training example (DMVR's design, our code):
   read     this process's contiguous slice [start, end) of the split (TFDS shuffled the examples
-           at build time), JPEG frames left encoded (`read_examples`);
-  sample   the U x T frame indices (sampling.py) from the example's seed, gather only those JPEG
-           strings (before the shuffle buffer, so the buffer holds U*T frames, not whole videos);
+           at build time): where each example's JPEG frames lie in its shard (`read_examples`,
+           `frame_index`), nothing read yet;
+  sample   the U x T frame indices (sampling.py) from the example's seed, read only those JPEG
+           strings (`gather_frames`: byte ranges; before the shuffle buffer, so the buffer holds
+           U*T frames, not whole videos);
   shuffle  per epoch, seeded by (seed, epoch): the order of the slice's shard files, then a
            buffer of `data.shuffle_buffer` clips;
-  decode   one tf.data element per frame (the clip's one box, flip coin and label copied to each):
-           `decode_and_crop_jpeg` of the box (transforms.py), flip, resize, normalise, cast;
-  batch    B*U*T frames in order -> [B, U, T, S, S, 3] (one copy), bounded prefetch.
+  decode   one tf.data element per clip (`train_clip`: one box and one flip coin for its U*T
+           frames): `decode_and_crop_jpeg` of the box of each frame, then resize and flip
+           straight into the clip's uint8 [U, T, S, S, 3] (`decode_train_clip`, transforms.py);
+  batch    B clips -> [B, U, T, S, S, 3] uint8 (one copy), bounded prefetch.
 Every random draw derives from sampling.example_seed(seed, epoch, global example index), and the
 shuffle order of an epoch from (seed, epoch), so `start_step=k` rebuilds the stream at epoch
 k*B // n_local and skips the rest (reading, not decoding, at most one epoch of records).
 """
 
 import difflib
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -42,8 +47,7 @@ from absl import logging
 
 from dsanet_jax.common import paths
 from dsanet_jax.common.data_spec import DataSpec
-from dsanet_jax.common.dtypes import parse_dtype
-from dsanet_jax.data import sampling, transforms
+from dsanet_jax.data import frame_index, sampling, transforms
 
 
 def _hide_gpus_from_tf() -> None:
@@ -218,7 +222,7 @@ _SERIALIZED = {
 }
 
 
-def _direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
+def direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
   """True when the dataset is TFRecord files of tf.train.Example with the features as expected."""
   info = builder.info
   if str(getattr(info.file_format, "value", info.file_format)) != "tfrecord":
@@ -239,37 +243,49 @@ def read_examples(
   cycle_length: int = 4,
   file_order_seed: tf.Tensor | None = None,
 ) -> tf.data.Dataset:
-  """Examples [start, end) of `split`: {'video': JPEG strings [F], 'label': int64, 'video_id':
-  string, 'index': int64 (the example's position in the split)}. Frames stay encoded.
+  """Examples [start, end) of `split`: {'label': int64, 'video_id': string, 'index': int64 (the
+  example's position in the split)} and the video's frames, left encoded and not yet read:
+  `num_frames(ex)` counts them, `gather_frames(ex, idx)` reads the chosen ones.
 
-  For TFRecord datasets (the builders' default) this reads the shard files of the slice directly
-  (`file_instructions`), `cycle_length` files at a time in a deterministic parallel interleave, in
-  an order shuffled by `file_order_seed` (int64 scalar; None = stored order), and parses only the
-  features above: the same examples as `as_dataset` with `SkipDecoding` on the video at about half
-  the CPU cost (TFDS parses and reshapes every feature). Other formats go through
-  `builder.as_dataset(decoders={'video': SkipDecoding()})` in stored order.
+  For TFRecord datasets (the builders' default) an example is where its frames lie in its shard
+  file ('shard' string, 'offset' int64 [F], 'length' int32 [F], from `frame_index`, built on the
+  first read of a shard), so that a clip reads only the bytes of its frames, not its whole record.
+  The slice's shards come from `file_instructions`, `cycle_length` of them at a time in a
+  deterministic parallel interleave, in an order shuffled by `file_order_seed` (int64 scalar; None
+  = stored order): the same examples, in the same order, as reading the records themselves. Other
+  formats go through `builder.as_dataset(decoders={'video': SkipDecoding()})` in stored order, an
+  example holding its JPEG strings ('video' [F]).
   """
   empty = end <= start  # TFDS refuses an empty slice: read one example and take none
   sub = f"{split}[{start}:{start + 1 if empty else end}]"
-  if _direct_readable(builder):
+  if direct_readable(builder):
     instructions = builder.info.splits[sub].file_instructions
     files = [os.fspath(fi.filename) for fi in instructions]
     skips = [int(fi.skip) for fi in instructions]
     takes = [int(fi.take) for fi in instructions]
     firsts = np.cumsum([start, *takes[:-1]]).tolist()
-    specs = {
-      "video": tf.io.VarLenFeature(tf.string),
-      "label": tf.io.FixedLenFeature([], tf.int64),
-      "video_id": tf.io.FixedLenFeature([], tf.string),
-    }
+    frame_index.ensure_all(files)
 
-    def parse(index: tf.Tensor, record: tf.Tensor) -> dict[str, tf.Tensor]:
-      ex = tf.io.parse_single_example(record, specs)
-      return {**ex, "video": ex["video"].values, "index": index}
+    def load(f: bytes) -> tuple[np.ndarray, ...]:
+      index = frame_index.load(os.fsdecode(np.asarray(f).item()))
+      keys = ("offset", "length", "row_splits", "label", "video_id")
+      return tuple(index[k] for k in keys)
 
     def shard(f: tf.Tensor, skip: tf.Tensor, take: tf.Tensor, first: tf.Tensor) -> tf.data.Dataset:
-      records = tf.data.TFRecordDataset(f, buffer_size=8 << 20).skip(skip).take(take)
-      return tf.data.Dataset.zip((tf.data.Dataset.range(first, first + take), records)).map(parse)
+      types = (tf.int64, tf.int32, tf.int64, tf.int64, tf.string)
+      offset, length, splits, label, video_id = tf.numpy_function(load, [f], types, stateful=False)
+      rows = tf.data.Dataset.from_tensor_slices(
+        {
+          "offset": tf.RaggedTensor.from_row_splits(offset, splits, validate=False),
+          "length": tf.RaggedTensor.from_row_splits(length, splits, validate=False),
+          "label": tf.ensure_shape(label, [None]),
+          "video_id": tf.ensure_shape(video_id, [None]),
+        }
+      )
+      rows = rows.skip(skip).take(take)
+      return tf.data.Dataset.zip((tf.data.Dataset.range(first, first + take), rows)).map(
+        lambda i, r: {**r, "shard": f, "index": i}
+      )
 
     files_ds = tf.data.Dataset.from_tensor_slices(
       (
@@ -309,6 +325,23 @@ def read_examples(
   return ds.take(0) if empty else ds
 
 
+def num_frames(ex: dict[str, tf.Tensor]) -> tf.Tensor:
+  """The number of frames of an example of `read_examples` (int32 scalar)."""
+  return tf.shape(ex["offset"] if "offset" in ex else ex["video"])[0]
+
+
+def gather_frames(ex: dict[str, tf.Tensor], idx: tf.Tensor) -> tf.Tensor:
+  """The JPEG strings [N] of frames `idx` int32 [N] of an example of `read_examples`: byte ranges
+  of its shard (`frame_index.read_frames`), or its strings gathered."""
+  if "offset" not in ex:
+    return tf.gather(ex["video"], idx)
+  offset, length = tf.gather(ex["offset"], idx), tf.gather(ex["length"], idx)
+  jpegs = tf.numpy_function(
+    frame_index.read_frames, [ex["shard"], offset, length], tf.string, stateful=False
+  )
+  return tf.reshape(jpegs, tf.shape(idx))
+
+
 def dataset_options(spec: DataSpec) -> tf.data.Options:
   """The tf.data options of every pipeline: deterministic, autotuned, no injected prefetch."""
   opts = tf.data.Options()
@@ -322,10 +355,6 @@ def parallel_calls(spec: DataSpec) -> int:
   """`data.num_parallel_calls` as tf.data takes it (< 0 or None -> AUTOTUNE)."""
   n = spec.num_parallel_calls
   return _AUTOTUNE if n is None or n < 0 else int(n)
-
-
-def _dtype(spec: DataSpec) -> tf.DType:
-  return tf.as_dtype(parse_dtype(spec.dtype, key="data.dtype"))
 
 
 # ---------------------------------------------------------------- training
@@ -359,10 +388,9 @@ def train_select(
 ) -> dict[str, tf.Tensor]:
   """Samples the U*T frame indices of one example and gathers their JPEG strings."""
   s_time, s_space = train_seeds(spec, epoch, index)
-  video = ex["video"]
-  idx = train_frame_indices(spec, tf.shape(video)[0], s_time)
+  idx = train_frame_indices(spec, num_frames(ex), s_time)
   return {
-    "jpegs": tf.gather(video, tf.reshape(idx, [-1])),
+    "jpegs": gather_frames(ex, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
     "seed": s_space,
   }
@@ -390,11 +418,11 @@ def train_crop_box(
   raise ValueError(f"data.train_crop must be one of {TRAIN_CROPS}, got {crop!r}")
 
 
-def train_clip_to_frames(
+def train_clip(
   spec: DataSpec, perm: np.ndarray | None, el: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
-  """Draws the clip's one box and one flip coin (and mirrors its label when flipped); returns
-  per-frame rows [U*T]: 'jpeg', 'box' int32 [U*T, 4], 'flip' bool, 'label' int32."""
+  """Draws the clip's one box and one flip coin (and mirrors its label when flipped): 'jpegs'
+  [U*T], 'box' int32 [4] (y, x, h, w), 'flip' bool, 'label' int32."""
   s_box, s_flip = sampling.split_seed(el["seed"], 2)
   jpegs = el["jpegs"]
   h, w = transforms.jpeg_shape(jpegs[0])
@@ -404,32 +432,22 @@ def train_clip_to_frames(
   if perm is not None:  # label -1 (unlabelled) stays -1
     mirrored = tf.gather(tf.constant(perm), tf.maximum(label, 0))
     label = tf.where(flip & (label >= 0), mirrored, label)
-  n = tf.shape(jpegs)[0]
-  return {
-    "jpeg": jpegs,
-    "box": tf.tile(box[None], [n, 1]),
-    "flip": tf.fill([n], flip),
-    "label": tf.fill([n], label),
-  }
+  return {"jpegs": jpegs, "box": box, "flip": flip, "label": label}
 
 
-def _train_frame(spec: DataSpec, f: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """One frame: decode only its box, flip (uint8), resize, normalise: video [S, S, 3]."""
-  frame = tf.io.decode_and_crop_jpeg(f["jpeg"], f["box"], channels=3)
-  if spec.flip:
-    frame = transforms.flip_left_right(frame, f["flip"])
-  size = spec.crop_size
-  frame = transforms.resize(frame[None], size, size)[0]
-  video = transforms.normalize(frame, spec.mean, spec.std, _dtype(spec))
-  return {"video": tf.ensure_shape(video, [size, size, 3]), "label": f["label"]}
+def decode_train_clip(spec: DataSpec, clip: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+  """One clip (`train_clip`) -> {'video': uint8 [U, T, S, S, 3] (0-255 RGB), 'label' int32}.
 
-
-def _train_frames_to_batch(spec: DataSpec, frames: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-  """[B*U*T] frames (clip-major, frame-minor) -> video [B, U, T, S, S, 3], label [B], mask [B]."""
-  u, t, size = spec.num_segments, spec.num_frames, spec.crop_size
-  label = frames["label"][:: u * t]
-  video = tf.reshape(frames["video"], [-1, u, t, size, size, 3])
-  return {"video": video, "label": label, "mask": tf.ones_like(label, tf.bool)}
+  One tf.data element per clip: `tf.io.decode_and_crop_jpeg` decodes only the clip's box of each
+  of its U*T frames, then one `tf.numpy_function` (`transforms.train_frames`) resizes each crop to
+  crop_size and mirrors it if the clip is flipped, straight into the clip's array (uint8
+  throughout)."""
+  n, u, t, size = spec.frames_per_clip, spec.num_segments, spec.num_frames, spec.crop_size
+  frames = [tf.io.decode_and_crop_jpeg(clip["jpegs"][i], clip["box"], channels=3) for i in range(n)]
+  resize = functools.partial(transforms.train_frames, size, n)
+  video = tf.numpy_function(resize, [clip["flip"][None], *frames], tf.uint8, stateful=False)
+  video = tf.reshape(tf.ensure_shape(video, [n, size, size, 3]), [u, t, size, size, 3])
+  return {"video": video, "label": clip["label"]}
 
 
 def make_train_dataset(
@@ -445,7 +463,6 @@ def make_train_dataset(
   builder = builder or load_builder(spec)
   _check_flip(spec)
   check_frame_rate(spec, builder)
-  _dtype(spec)
   split = spec.train_split
   n = num_examples(spec, split, builder=builder)
   start, end = shard_bounds(n, process_index, process_count)
@@ -476,12 +493,12 @@ def make_train_dataset(
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch_ds)
   if skip:
     ds = ds.skip(skip)
-  # One element per frame from here: decoding parallelises over frames, not only clips.
-  ds = ds.map(lambda el: train_clip_to_frames(spec, perm, el)).unbatch()
-  ds = ds.map(lambda f: _train_frame(spec, f), num_parallel_calls=parallel_calls(spec))
-  frames_per_clip = spec.num_segments * spec.num_frames
-  ds = ds.batch(local_batch_size * frames_per_clip, drop_remainder=True)
-  ds = ds.map(lambda b: _train_frames_to_batch(spec, b))
+  ds = ds.map(
+    lambda el: decode_train_clip(spec, train_clip(spec, perm, el)),
+    num_parallel_calls=parallel_calls(spec),
+  )
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  ds = ds.map(lambda b: {**b, "mask": tf.ones_like(b["label"], tf.bool)})
   ds = ds.prefetch(spec.prefetch)
   return ds.with_options(dataset_options(spec))
 
@@ -495,7 +512,7 @@ def make_train_iterator(
   start_step: int = 0,
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite iterator of training batches (numpy): video [B, U, T, S, S, 3], label, mask."""
+  """Infinite iterator of training batches (numpy): video uint8 [B, U, T, S, S, 3], label, mask."""
   ds = make_train_dataset(
     spec,
     local_batch_size=local_batch_size,
@@ -510,47 +527,43 @@ def make_train_iterator(
 # ---------------------------------------------------------------- evaluation
 
 
-def _eval_select(
+def eval_select(
   spec: DataSpec, num_segments: int, ex: dict[str, tf.Tensor]
 ) -> dict[str, tf.Tensor]:
   """The JPEGs [U_test*T] of the test snippets (segment centres) of one example."""
-  video = ex["video"]
-  idx = eval_frame_indices(spec, tf.shape(video)[0], num_segments)
+  idx = eval_frame_indices(spec, num_frames(ex), num_segments)
   return {
-    "jpeg": tf.gather(video, tf.reshape(idx, [-1])),
+    "jpeg": gather_frames(ex, tf.reshape(idx, [-1])),
     "label": tf.cast(ex["label"], tf.int32),
     "video_id": tf.cast(ex["video_id"], tf.string),
   }
 
 
-def _eval_frame(spec: DataSpec, num_crops: int, crop_size: int, jpeg: tf.Tensor) -> tf.Tensor:
-  """One test frame: decode, short side to eval.short_side, crops: [crops, S, S, 3] normalised."""
-  frame = tf.io.decode_jpeg(jpeg, channels=3)[None]
-  frame = transforms.resize_short_side(frame, spec.short_side)
-  crops = transforms.multi_crop(frame, crop_size, num_crops)[:, 0]
-  return transforms.normalize(crops, spec.mean, spec.std, _dtype(spec))
+def decode_eval_clip(
+  spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, jpegs: tf.Tensor
+) -> tf.Tensor:
+  """The test frames [U_test*T] of one video (`eval_select`) -> views uint8 [crops, U_test, T, S,
+  S, 3] (0-255 RGB, crop-major).
 
-
-def _eval_group(spec: DataSpec, num_segments: int, views: tf.Tensor) -> tf.Tensor:
-  """[U_test*T, crops, S, S, 3] frames of one clip -> [crops, U_test, T, S, S, 3]."""
-  crops, size = views.shape[1], views.shape[2]
-  video = tf.reshape(views, [num_segments, spec.num_frames, crops, size, size, 3])
-  return tf.transpose(video, [2, 0, 1, 3, 4, 5])
+  One tf.data element per clip: `tf.io.decode_jpeg` of each frame, then one `tf.numpy_function`
+  (`transforms.test_views`) resizes the short side to spec.short_side (skipped when it already
+  is) and copies the crops straight into the clip's array."""
+  n = num_segments * spec.num_frames
+  frames = [tf.io.decode_jpeg(jpegs[i], channels=3) for i in range(n)]
+  views = functools.partial(transforms.test_views, spec.short_side, crop_size, num_crops, n)
+  video = tf.numpy_function(views, frames, tf.uint8, stateful=False)
+  video = tf.ensure_shape(video, [1, num_crops, n, crop_size, crop_size, 3])
+  return tf.reshape(video, [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3])
 
 
 def eval_views(
   spec: DataSpec, num_segments: int, num_crops: int, crop_size: int, ex: dict
 ) -> dict[str, tf.Tensor]:
-  """Test views of one example: video [crops, U_test, T, S, S, 3] at segment centres (the eval
-  pipeline's transforms on one example, for single-video inference)."""
-  sel = _eval_select(spec, num_segments, ex)
-  views = tf.map_fn(
-    lambda j: _eval_frame(spec, num_crops, crop_size, j),
-    sel["jpeg"],
-    fn_output_signature=tf.TensorSpec([num_crops, crop_size, crop_size, 3], _dtype(spec)),
-  )
+  """Test views of one example (the eval pipeline's, for single-video inference): video uint8
+  [crops, U_test, T, S, S, 3] at segment centres, label, mask (True), video_id."""
+  sel = eval_select(spec, num_segments, ex)
   return {
-    "video": _eval_group(spec, num_segments, views),
+    "video": decode_eval_clip(spec, num_segments, num_crops, crop_size, sel["jpeg"]),
     "label": sel["label"],
     "mask": tf.constant(True),
     "video_id": sel["video_id"],
@@ -583,32 +596,14 @@ def make_eval_dataset(
     b - a for a, b in (shard_bounds(n, p, process_count) for p in range(process_count))
   )
   num_batches = math.ceil(max_local / local_batch_size)
-  frames_per_clip = num_segments * spec.num_frames
   ds = read_examples(builder, split, start, end)
-  ds = ds.map(lambda ex: _eval_select(spec, num_segments, ex))
-  # One element per frame for decoding (as in training), regrouped per clip.
-  ds = ds.flat_map(
-    lambda el: tf.data.Dataset.zip(
-      tf.data.Dataset.from_tensor_slices(el["jpeg"]),
-      tf.data.Dataset.from_tensors((el["label"], el["video_id"])).repeat(frames_per_clip),
-    )
-  )
   ds = ds.map(
-    lambda jpeg, meta: (_eval_frame(spec, num_crops, crop_size, jpeg), meta),
+    lambda ex: eval_views(spec, num_segments, num_crops, crop_size, ex),
     num_parallel_calls=parallel_calls(spec),
-  )
-  ds = ds.batch(frames_per_clip, drop_remainder=True)
-  ds = ds.map(
-    lambda views, meta: {
-      "video": _eval_group(spec, num_segments, views),
-      "label": meta[0][0],
-      "mask": tf.constant(True),
-      "video_id": meta[1][0],
-    }
   )
   shape = [num_crops, num_segments, spec.num_frames, crop_size, crop_size, 3]
   pad = {
-    "video": tf.zeros(shape, _dtype(spec)),
+    "video": tf.zeros(shape, tf.uint8),
     "label": tf.constant(0, tf.int32),
     "mask": tf.constant(False),
     "video_id": tf.constant(b""),
@@ -631,8 +626,8 @@ def make_eval_iterator(
   crop_size: int | None = None,
   builder: tfds.core.DatasetBuilder | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Finite iterator of eval batches (numpy): video [B, crops, U_test, T, S, S, 3], label, mask,
-  video_id. `crop_size` defaults to spec.eval_crop_size (periodic validation passes 224)."""
+  """Finite iterator of eval batches (numpy): video uint8 [B, crops, U_test, T, S, S, 3], label,
+  mask, video_id. `crop_size` defaults to spec.eval_crop_size (periodic validation passes 224)."""
   ds = make_eval_dataset(
     spec,
     split=split,

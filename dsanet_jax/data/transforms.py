@@ -1,8 +1,9 @@
-"""Spatial ops for video clips (TF, inside tf.data maps). One box and one flip coin per video.
+"""Spatial ops for video clips: boxes and coins (TF, inside tf.data maps), and the frames' resize,
+flip and crops (numpy, in one `tf.numpy_function` per clip). One box and one flip coin per video.
 
 Boxes are `(y, x, h, w)` int32 in the coordinates of the stored frames. Training crops are taken
 as "crop the box, resize it to crop_size", so that `tf.io.decode_and_crop_jpeg` decodes only the
-box (pipeline._train_frame): RandomResizedCrop is exactly that, and scale jitter (resize the
+box (pipeline.decode_train_clip): RandomResizedCrop is exactly that, and scale jitter (resize the
 short side to s, crop crop_size at a random place) is the same up to resampling with a box of side
 crop_size * short / s.
 
@@ -12,7 +13,11 @@ All random draws are stateless (a seed int32 [2] in, the same box out).
 import math
 from collections.abc import Sequence
 
+import cv2
+import numpy as np
 import tensorflow as tf
+
+cv2.setNumThreads(1)  # frames are resized in tf.data's threads; OpenCV's own pool only adds waits
 
 # ---------------------------------------------------------------- boxes
 
@@ -159,84 +164,97 @@ def jpeg_shape(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   return shape[0], shape[1]
 
 
-# ---------------------------------------------------------------- geometry
+# ---------------------------------------------------------------- frames (numpy, on the host)
+# The decoded frames are resized, mirrored and cropped by these functions inside one
+# `tf.numpy_function` per clip (pipeline.decode_train_clip, decode_eval_clip), straight into the
+# clip's array: uint8 in and out, each output pixel written once, no float round trip. OpenCV
+# releases the GIL while it resizes.
 
 
-def resize(frames: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
-  """Bilinear resize [N, H, W, 3] -> float32 [N, height, width, 3] (no-op cast if same size)."""
-  frames_f = tf.cast(frames, tf.float32)
-  shape = tf.shape(frames)
-  same = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
-  return tf.cond(
-    same,
-    lambda: frames_f,
-    lambda: tf.image.resize(frames_f, tf.stack([height, width]), method="bilinear"),
-  )
+def _empty(shape: Sequence[int]) -> np.ndarray:
+  """An uninitialised uint8 array of `shape`, its data aligned to 64 bytes (so that TF takes the
+  buffer of the numpy_function's result as it is)."""
+  n = math.prod(shape)
+  buf = np.empty(n + 64, np.uint8)
+  start = (-buf.ctypes.data) % 64
+  return buf[start : start + n].reshape(shape)
 
 
-def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
-  """Resizes [N, H, W, 3] so min(H, W) == short_side (aspect kept, rounded): float32."""
-  shape = tf.shape(frames)
-  h = tf.cast(shape[1], tf.float32)
-  w = tf.cast(shape[2], tf.float32)
-  factor = short_side / tf.minimum(h, w)
-  new_h = tf.maximum(tf.cast(tf.round(h * factor), tf.int32), short_side)
-  new_w = tf.maximum(tf.cast(tf.round(w * factor), tf.int32), short_side)
-  new_h = tf.where(h <= w, short_side, new_h)
-  new_w = tf.where(w < h, short_side, new_w)
-  return resize(frames, new_h, new_w)
+def resize_into(frame: np.ndarray, out: np.ndarray) -> None:
+  """Bilinear resize of uint8 `frame` [h, w, 3] into uint8 `out` [H, W, 3] (a copy if same size).
+
+  OpenCV's INTER_LINEAR: half-pixel centres, edges replicated, no antialiasing, as
+  `tf.image.resize(method='bilinear')`, but in 8-bit fixed point straight to uint8: within one
+  unit of the float32 resize (tests/test_benchmarks.py), without a float round trip.
+  """
+  if frame.shape == out.shape:
+    out[...] = frame
+  else:
+    cv2.resize(frame, (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
-def multi_crop(frames: tf.Tensor, crop_size: int, num_crops: int) -> tf.Tensor:
-  """Test crops of [N, H, W, C] -> [num_crops, N, crop_size, crop_size, C].
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(height, width) scaled so that the short side is `short_side`, aspect kept: the long side
+  rounded (half to even, in float32) and at least short_side."""
+  factor = np.float32(short_side) / np.float32(min(height, width))
+  long_h = max(int(np.round(np.float32(height) * factor)), short_side)
+  long_w = max(int(np.round(np.float32(width) * factor)), short_side)
+  return (short_side if height <= width else long_h, short_side if width < height else long_w)
+
+
+def crop_starts(height: int, width: int, crop_size: int, num_crops: int) -> list[tuple[int, int]]:
+  """(y, x) of the test crops of a [height, width] frame.
 
   num_crops == 1: the centre crop. num_crops == 3: along the long side, first / centre / last
   (left, centre, right for landscape frames; top, centre, bottom for portrait), centred on the short
-  side (ThreeCrop). Frames must be at least crop_size on both sides.
+  side (ThreeCrop). The frame must be at least crop_size on both sides.
   """
   if num_crops not in (1, 3):
     raise ValueError(f"eval num_crops must be 1 or 3, got {num_crops}")
-  shape = tf.shape(frames)
-  h, w = shape[1], shape[2]
-  tf.debugging.assert_greater_equal(
-    tf.minimum(h, w), crop_size, message=f"frames smaller than the test crop {crop_size}"
-  )
-  cy, cx = (h - crop_size) // 2, (w - crop_size) // 2
+  if min(height, width) < crop_size:
+    raise ValueError(f"frames of {height}x{width} are smaller than the test crop {crop_size}")
+  cy, cx = (height - crop_size) // 2, (width - crop_size) // 2
   if num_crops == 1:
-    starts = [(cy, cx)]
-  else:
-    landscape = w >= h
-    starts = [
-      (tf.where(landscape, cy, 0), tf.where(landscape, 0, cx)),
-      (cy, cx),
-      (tf.where(landscape, cy, h - crop_size), tf.where(landscape, w - crop_size, cx)),
-    ]
-  crops = [frames[:, y : y + crop_size, x : x + crop_size, :] for y, x in starts]
-  return tf.ensure_shape(tf.stack(crops), [num_crops, None, crop_size, crop_size, None])
+    return [(cy, cx)]
+  if width >= height:
+    return [(cy, 0), (cy, cx), (cy, width - crop_size)]
+  return [(0, cx), (cy, cx), (height - crop_size, cx)]
 
 
-def flip_left_right(frames: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
-  """Flips [..., H, W, C] along W when `flip` (bool scalar) is True."""
+def train_frames(
+  size: int, frames_per_clip: int, flips: np.ndarray, *frames: np.ndarray
+) -> np.ndarray:
+  """The decoded crops of clips (uint8 [h, w, 3] each, clip-major; a clip's frames share a
+  shape) -> uint8 [len(frames), size, size, 3]: each resized to size x size, mirrored (after the
+  resize, which commutes with it) where its clip's `flips` [clips] bool is set."""
+  out = _empty((len(frames), size, size, 3))
+  for i, frame in enumerate(frames):
+    resize_into(frame, out[i])
+    if flips[i // frames_per_clip]:
+      cv2.flip(out[i], 1, dst=out[i])
+  return out
 
-  def flipped() -> tf.Tensor:
-    shape = tf.shape(frames)
-    rows = tf.reshape(frames, tf.stack([-1, shape[-2], shape[-1]]))  # 3-D reverse is ~2x faster
-    return tf.reshape(tf.reverse(rows, axis=[1]), shape)
 
-  return tf.cond(flip, flipped, lambda: frames)
-
-
-def normalize(
-  frames: tf.Tensor, mean: Sequence[float], std: Sequence[float], dtype: tf.DType
-) -> tf.Tensor:
-  """(x - mean) / std on the 0-255 scale, per RGB channel, then cast to `dtype`.
-
-  Broadcasting a length-3 vector over the last axis is slow on CPU (a 3-element inner loop, ~4x),
-  so the rows are flattened to [..., W*C] and the constants tiled W times.
-  """
-  shape = tf.shape(frames)
-  width, channels = shape[-2], len(mean)
-  mean_row = tf.tile(tf.constant(mean, tf.float32), [width])
-  inv_row = tf.tile(1.0 / tf.constant(std, tf.float32), [width])
-  rows = tf.reshape(tf.cast(frames, tf.float32), tf.stack([-1, width * channels]))
-  return tf.reshape(tf.cast((rows - mean_row) * inv_row, dtype), shape)
+def test_views(
+  short_side: int,
+  crop_size: int,
+  num_crops: int,
+  frames_per_clip: int,
+  *frames: np.ndarray,
+) -> np.ndarray:
+  """The decoded test frames of clips (uint8 [H, W, 3] each, clip-major) -> uint8
+  [clips, num_crops, frames_per_clip, crop_size, crop_size, 3] (crop-major per clip): short side
+  to `short_side` (skipped when it already is), then the `crop_starts` crops."""
+  clips = len(frames) // frames_per_clip
+  out = _empty((clips, num_crops, frames_per_clip, crop_size, crop_size, 3))
+  for c in range(clips):
+    for f in range(frames_per_clip):
+      frame = frames[c * frames_per_clip + f]
+      h, w = short_side_size(frame.shape[0], frame.shape[1], short_side)
+      if (h, w) != frame.shape[:2]:
+        resized = np.empty((h, w, 3), np.uint8)
+        resize_into(frame, resized)
+        frame = resized
+      for k, (y, x) in enumerate(crop_starts(h, w, crop_size, num_crops)):
+        out[c, k, f] = frame[y : y + crop_size, x : x + crop_size]
+  return out

@@ -4,10 +4,12 @@ r"""The trainer's step on CPU beside the same update of the original network in 
       [--batch=2 --frames=4 --size=112 --steps=7] [--json] [--config.model.conv_impl=frames2d]
 
 The model and the optimiser are the config's (`--config.x=` overrides); the input is `--batch`
-videos x U (`model.num_segments`) x `--frames` x `--size`^2, random, one process, whole-batch
-BatchNorm statistics (`model.bn_group_size` is set to 0). Two things are timed, each against PyTorch
-doing the same work on the reference network (`dsanet_jax.convert.torch_reference`, the original's
-modules), in train mode (BatchNorm batch statistics, dropout), in the same process:
+videos x U (`model.num_segments`) x `--frames` x `--size`^2, random uint8 as the pipeline's batches
+(JAX normalises them in the step, as in training; PyTorch gets the same normalised float32 video),
+one process, whole-batch BatchNorm statistics (`model.bn_group_size` is set to 0). Two things are
+timed, each against PyTorch doing the same work on the reference network
+(`dsanet_jax.convert.torch_reference`, the original's modules), in train mode (BatchNorm batch
+statistics, dropout), in the same process:
 
   step:     what training runs. JAX: `trainer.make_train_step` with `optim.make_optimizer` and
             `optim.make_schedule` of the config (clip by global norm, coupled weight decay, SGD
@@ -53,7 +55,8 @@ def schedule_of(config: ConfigDict) -> Any:
 def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> dict[str, Any]:
   """The trainer's jitted step and the jitted value_and_grad of its loss, ready to call.
 
-  video float32 [N, U, T, H, W, 3], labels int32 [N]; `model`: the initial weights (default: the
+  video [N, U, T, H, W, 3] (uint8 0-255, normalised in the step as in training, or float32
+  already normalised), labels int32 [N]; `model`: the initial weights (default: the
   config's init). Returns `step`, `fwd_bwd` (callables), `step_on` (the step on another batch of
   the same shapes and dtypes: a dict of video, label, mask arrays, host or device), `state`
   (() -> the current train state), `step_gflop` and `hlo_step_gflop`.
@@ -62,6 +65,7 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   import jax.numpy as jnp
   from flax import nnx
 
+  from dsanet_jax.common import data_spec
   from dsanet_jax.models.flops import count_gmacs, hlo_macs
   from dsanet_jax.train import optim, trainer
   from dsanet_jax.train import state as state_lib
@@ -77,15 +81,19 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
     "label": jnp.asarray(labels),
     "mask": jnp.ones(labels.shape, bool),
   }
+  data = data_spec.from_config(config)
   step_fn = trainer.make_train_step(
-    mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing
+    mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing, data=data
   )
   compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch).compile()
 
   def loss_fn(params: Any, stats: Any, rngs: Any) -> tuple[jax.Array, Any]:
     model = nnx.merge(mdef.train_graph, params, stats, rngs)
     loss, _ = trainer.cross_entropy(
-      model(batch["video"]), batch["label"], batch["mask"], config.train.label_smoothing
+      model(data.model_input(batch["video"])),
+      batch["label"],
+      batch["mask"],
+      config.train.label_smoothing,
     )
     return loss, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
@@ -103,7 +111,9 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
   def grads() -> None:
     jax.block_until_ready(fwd_bwd(holder[0]["params"], holder[0]["batch_stats"], rngs))
 
-  fwd = count_gmacs(config.model, num_frames=video.shape[2], crop_size=video.shape[3])
+  fwd = count_gmacs(
+    config.model, num_frames=video.shape[2], crop_size=video.shape[3], xla_cost=False
+  )
   return {
     "step": step,
     "fwd_bwd": grads,
@@ -214,12 +224,17 @@ def benchmark(
   with_torch: bool = True,
   torch_device: str = "cpu",
   with_fwd_bwd: bool = True,
+  keep_runs: bool = False,
 ) -> dict[str, Any]:
   """Times the four functions and the matmul over `steps` interleaved rounds (after `warmup`) at
   input [batch, U, frames, size, size, 3], PyTorch on `torch_device`; returns medians, best-ofs,
-  ratios and FLOP rates. `with_fwd_bwd=False` times the steps alone (fwd_bwd figures: NaN)."""
+  ratios and FLOP rates. `with_fwd_bwd=False` times the steps alone (fwd_bwd figures: NaN).
+  `keep_runs=True` also returns `runs`, the JAX side's `jax_runs` dict (not JSON), so that a
+  caller can feed the compiled step other batches of the same shapes."""
   import numpy as np
   import torch
+
+  from dsanet_jax.common import data_spec
 
   config = _benchmark_config(config)
   threads = os.cpu_count() or 1
@@ -227,7 +242,7 @@ def benchmark(
   u = config.model.num_segments
   rng = np.random.RandomState(0)
   shape = (batch, u, frames, size, size, 3)
-  video = rng.randn(*shape).astype(np.float32)
+  video = rng.randint(0, 256, size=shape).astype(np.uint8)  # as the pipeline's batches
   labels = rng.randint(0, config.model.num_classes, size=(batch,)).astype(np.int32)
   t0 = time.perf_counter()
   jx = jax_runs(config, video, labels)
@@ -236,7 +251,9 @@ def benchmark(
   if with_fwd_bwd:
     runs["jax_fwd_bwd"] = jx["fwd_bwd"]
   if with_torch:
-    tr = torch_runs(config, video, labels, device=torch_device)
+    spec = data_spec.from_config(config).replace(dtype="float32")
+    normalised = np.asarray(spec.model_input(video))  # what the JAX step computes on the device
+    tr = torch_runs(config, normalised, labels, device=torch_device)
     runs["torch_step"] = tr["step"]
     if with_fwd_bwd:
       runs["torch_fwd_bwd"] = tr["fwd_bwd"]
@@ -278,6 +295,8 @@ def benchmark(
     jax_compile_s=compile_s,
     times_s=times,
   )
+  if keep_runs:
+    out["runs"] = jx
   return out
 
 

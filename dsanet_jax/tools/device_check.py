@@ -28,8 +28,11 @@ that fails is recorded with its error and the others still run (the exit status 
 Sizes: the full form is the config's network at U x T x 224^2 (batch 8; parity at the real widths
 on 64^2 frames). `--reduced` (the default on a CPU-only host) shrinks the network to R18 at base
 width 4 and inputs to 32^2 with T=2, and feeds the input part from the embedded
-`order_of_events` dataset (built in `--data_dir`, default DIR/tfds, on first use), so that the
-whole check runs on CPU in a few minutes: that form proves the script, not the device.
+`order_of_events` dataset (built in `--data_dir`, default DIR/tfds, on first use), with 2 timed
+rounds and no warm-up, so that the whole check runs on CPU in CI (about 90 s of CPU time, most of
+it XLA compiling six programs; CI sets XLA:CPU's cheapest LLVM passes): that form proves the
+script, not the device. The input part feeds the benchmark's compiled step at the config's dtype
+(the same program), so the train step is compiled once per dtype.
 """
 
 import dataclasses
@@ -80,19 +83,43 @@ class Sizes:
   batch: int
   frames: int
   size: int
-  steps: int
+  steps: int  # timed benchmark rounds (median)
+  warmup: int  # untimed benchmark rounds after compilation
   base_width: int | None  # None: the config's
   parity_width: int
   parity_size: int
   parity_frames: int
-  input_steps: int
+  input_steps: int  # timed steps of each kind in the input part
 
 
 # The R18 DSA insertion pattern of configs/base.py (the library never imports configs/).
 _R18_INSERT_FREQ = (0, (0, 1), (0, 1), 0)
 
-FULL = Sizes(8, 8, 224, 10, None, 64, 64, 8, 20)
-REDUCED = Sizes(2, 2, 32, 3, 4, 4, 32, 2, 4)
+FULL = Sizes(
+  batch=8,
+  frames=8,
+  size=224,
+  steps=10,
+  warmup=2,
+  base_width=None,
+  parity_width=64,
+  parity_size=64,
+  parity_frames=8,
+  input_steps=20,
+)
+# CPU in CI: every part and figure, at the smallest sizes and rounds that still run each path
+REDUCED = Sizes(
+  batch=2,
+  frames=2,
+  size=32,
+  steps=2,
+  warmup=0,
+  base_width=4,
+  parity_width=4,
+  parity_size=32,
+  parity_frames=2,
+  input_steps=3,
+)
 
 
 def figure(value: float, unit: str, compared: str) -> dict[str, Any]:
@@ -121,7 +148,11 @@ def reduced_config(config: ConfigDict, sizes: Sizes, data_dir: str) -> ConfigDic
 # ------------------------------------------------------------------------------------ parts
 
 
-def part_benchmark(config: ConfigDict, sizes: Sizes, torch_device: str) -> dict[str, Any]:
+def part_benchmark(
+  config: ConfigDict, sizes: Sizes, torch_device: str, runs: dict[str, Any]
+) -> dict[str, Any]:
+  """The benchmark's figures; `runs[dtype]` receives each dtype's JAX runs (`jax_runs`), so that
+  the input part feeds the same compiled step."""
   out: dict[str, Any] = {}
   for dtype in ("float32", "bfloat16"):
     c = ConfigDict(config.to_dict())
@@ -132,10 +163,12 @@ def part_benchmark(config: ConfigDict, sizes: Sizes, torch_device: str) -> dict[
       frames=sizes.frames,
       size=sizes.size,
       steps=sizes.steps,
-      warmup=1,
+      warmup=sizes.warmup,
       torch_device=torch_device,
       with_fwd_bwd=False,
+      keep_runs=True,
     )
+    runs[dtype] = r.pop("runs")
     what = f"train step on input {r['input']}, {dtype}"
     out[dtype] = {
       "jax_step_s": figure(r["jax_step_s"], "s", f"JAX {what} on {r['jax_device']} (median)"),
@@ -209,7 +242,9 @@ def part_export(config: ConfigDict, sizes: Sizes, workdir: str) -> dict[str, Any
   }
 
 
-def part_input(config: ConfigDict, sizes: Sizes) -> dict[str, Any]:
+def part_input(config: ConfigDict, sizes: Sizes, runs: dict[str, Any]) -> dict[str, Any]:
+  """`runs`: the benchmark's JAX runs by dtype; the step at the config's dtype is reused when
+  the benchmark built it (same shapes), else built here."""
   try:
     import tensorflow  # noqa: F401  (the pipeline is tf.data)
   except ImportError as e:
@@ -227,7 +262,7 @@ def part_input(config: ConfigDict, sizes: Sizes) -> dict[str, Any]:
   )
   keys = ("video", "label", "mask")
   first = {k: v for k, v in next(it).items() if k in keys}
-  jx = benchmark_model.jax_runs(c, first["video"], first["label"])
+  jx = runs.get(c.model.dtype) or benchmark_model.jax_runs(c, first["video"], first["label"])
   device = jax.devices()[0]
   resident = jax.device_put(first, device)
   jx["step_on"](resident)  # warm-up
@@ -264,20 +299,18 @@ def versions() -> dict[str, str]:
   import importlib.metadata as md
 
   out = {"python": platform.python_version()}
-  for name in (
-    "jax",
-    "jaxlib",
-    "flax",
-    "optax",
-    "numpy",
-    "torch",
-    "tensorflow",
-    "orbax-checkpoint",
-  ):
-    try:
-      out[name] = md.version(name)
-    except md.PackageNotFoundError:
-      out[name] = "absent"
+  # name -> the distributions that install it (TensorFlow's CPU wheel is `tensorflow-cpu`)
+  dists = {name: (name,) for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch")}
+  dists["tensorflow"] = ("tensorflow", "tensorflow-cpu")
+  dists["orbax-checkpoint"] = ("orbax-checkpoint",)
+  for name, candidates in dists.items():
+    out[name] = "absent"
+    for dist in candidates:
+      try:
+        out[name] = md.version(dist)
+        break
+      except md.PackageNotFoundError:
+        continue
   return out
 
 
@@ -327,11 +360,12 @@ def check(config: ConfigDict, out: str, *, reduced: bool, data_dir: str | None) 
     "load_average": list(os.getloadavg()),
     "parts": {},
   }
+  runs: dict[str, Any] = {}  # the benchmark's compiled JAX steps, by dtype
   parts = {
-    "benchmark": lambda: part_benchmark(cfg, sizes, dev["torch_device"]),
+    "benchmark": lambda: part_benchmark(cfg, sizes, dev["torch_device"], runs),
     "parity": lambda: part_parity(cfg, sizes),
     "export": lambda: part_export(cfg, sizes, out),
-    "input": lambda: part_input(cfg, sizes),
+    "input": lambda: part_input(cfg, sizes, runs),
   }
   for name, fn in parts.items():
     report["parts"][name] = run_part(name, fn)

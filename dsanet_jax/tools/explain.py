@@ -34,7 +34,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from dsanet_jax.common import paths
+from dsanet_jax.common import data_spec, paths
 from dsanet_jax.models.dsa import DSA
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import inference
@@ -150,10 +150,12 @@ def snippet_kernels(k4: np.ndarray, num_segments: int) -> list[dict[str, Any]]:
 def explain_views(
   model: nnx.Module, config: ml_collections.ConfigDict, video: np.ndarray, names: list[str]
 ) -> dict[str, Any]:
-  """The numbers for one video's test views [1, crops, U_test, T, S, S, 3] (module docstring)."""
+  """The numbers for one video's test views uint8 [1, crops, U_test, T, S, S, 3] (module
+  docstring)."""
   u = config.model.num_segments
   crops, u_test = video.shape[1:3]
-  views = eval_lib.interleave_views(jnp.asarray(video), u)[:, 0]  # [V, U, T, S, S, 3]
+  video = data_spec.from_config(config).model_input(jnp.asarray(video))  # normalised
+  views = eval_lib.interleave_views(video, u)[:, 0]  # [V, U, T, S, S, 3]
   out = run_network(model, views)
   agg = config.eval.aggregate
   passes = u_test // u

@@ -55,6 +55,7 @@ def make_evaluator(
     num_classes=config.model.num_classes,
     aggregate=config.eval.aggregate,
     grouping=config.eval.grouping,
+    data=data_spec.from_config(config),
   )
 
 
@@ -176,7 +177,7 @@ class Evaluations:
     s = c.eval.crop_size
     local = jax.ShapeDtypeStruct(
       (c.eval.batch_size // jax.process_count(), crops, u_test, c.data.num_frames, s, s, 3),
-      jnp.dtype(c.data.dtype),
+      jnp.uint8,  # the eval pipeline's video (normalised in the step)
     )
     abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(

@@ -26,7 +26,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dsanet_jax.common import paths
+from dsanet_jax.common import data_spec, paths
+from dsanet_jax.common.data_spec import DataSpec
 from dsanet_jax.train import sharding as sharding_lib
 
 ID_BYTES = 256  # video ids travel through the device step as fixed-width uint8 rows
@@ -207,6 +208,8 @@ class Evaluator:
     graphdef: the model's graph in eval mode (`model.eval(); nnx.split(model, ...)`).
     mesh: the device mesh; batches are sharded over ('data', 'fsdp'), outputs replicated.
     model_segments: U of the model; num_segments/num_crops: the views of each test video.
+    data: normalises the batches' uint8 video on the device (`DataSpec.model_input`); None: the
+      video arrives normalised.
   """
 
   def __init__(
@@ -220,15 +223,18 @@ class Evaluator:
     num_classes: int,
     aggregate: str = "logits",
     grouping: str = "per_crop",
+    data: DataSpec | None = None,
   ) -> None:
     self.mesh, self.num_classes, self.aggregate = mesh, num_classes, aggregate
     self.num_segments, self.num_crops = num_segments, num_crops
     self.views = num_crops * (num_segments // model_segments)
     repl = sharding_lib.replicated(mesh)
+    model_input = data_spec.input_fn(data)
 
     def eval_step(model_state: tuple[Any, ...], batch: dict[str, jax.Array]) -> dict[str, Any]:
       model = nnx.merge(graphdef, *model_state)
-      views = interleave_views(batch["video"], model_segments, grouping)  # [V, B, U, T, H, W, 3]
+      video = model_input(batch["video"])
+      views = interleave_views(video, model_segments, grouping)  # [V, B, U, T, H, W, 3]
       logits = jax.lax.map(lambda v: model(v).astype(jnp.float32), views)  # [V, B, K]
       return {
         "scores": jnp.moveaxis(logits, 0, 1),

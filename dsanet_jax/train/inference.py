@@ -31,22 +31,32 @@ from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
 
 
-@nnx.jit
-def _forward(model: nnx.Module, x: jax.Array) -> jax.Array:
-  return model(x).astype(jnp.float32)
+@nnx.jit(static_argnums=2)
+def _forward(model: nnx.Module, x: jax.Array, data: data_spec.DataSpec | None) -> jax.Array:
+  return model(data_spec.input_fn(data)(x)).astype(jnp.float32)
 
 
-def forward(model: nnx.Module, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
-  """Eval-mode logits f32 [N, K] of video f32 [N, U, T, H, W, 3] (normalised), in batches of
-  `batch_size` (the last one zero-padded: in eval mode the rows are independent)."""
+def forward(
+  model: nnx.Module,
+  video: np.ndarray,
+  batch_size: int = 4,
+  data: data_spec.DataSpec | None = None,
+) -> np.ndarray:
+  """Eval-mode logits f32 [N, K] of video [N, U, T, H, W, 3], in batches of `batch_size` (the
+  last one zero-padded: in eval mode the rows are independent). A uint8 video (the pipeline's
+  views, 0-255 RGB) is normalised on the device by `data.model_input`; a float32 one must be
+  normalised already (`data` then only casts it to data.dtype)."""
   model.eval()
   n, out = video.shape[0], []
+  video = np.asarray(video)
+  if video.dtype != np.uint8:
+    video = video.astype(np.float32, copy=False)
   for i in range(0, n, batch_size):
-    chunk = np.asarray(video[i : i + batch_size], np.float32)
+    chunk = video[i : i + batch_size]
     pad = batch_size - chunk.shape[0]
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-    out.append(np.asarray(jax.device_get(_forward(model, chunk)))[: batch_size - pad])
+    out.append(np.asarray(jax.device_get(_forward(model, chunk, data)))[: batch_size - pad])
   return np.concatenate(out).astype(np.float32)
 
 
@@ -60,8 +70,9 @@ class Predictor:
   model: nnx.Module  # eval mode
 
   def logits(self, video: np.ndarray, batch_size: int = 4) -> np.ndarray:
-    """Eval-mode logits f32 [N, K] of video f32 [N, U, T, H, W, 3] (see `forward`)."""
-    return forward(self.model, video, batch_size)
+    """Eval-mode logits f32 [N, K] of video [N, U, T, H, W, 3]: uint8 0-255 RGB, or float32
+    already normalised (see `forward`)."""
+    return forward(self.model, video, batch_size, data_spec.from_config(self.config))
 
 
 def resolve_class_names(
@@ -126,7 +137,7 @@ def read_clip(config: ml_collections.ConfigDict, path: str) -> list[bytes]:
 
 
 def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
-  """A video file or frame folder -> its test views f32 [1, crops, U_test, T, S, S, 3]."""
+  """A video file or frame folder -> its test views uint8 [1, crops, U_test, T, S, S, 3]."""
   import tensorflow as tf
 
   from dsanet_jax.data import pipeline
@@ -140,7 +151,7 @@ def video_views(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
   out = pipeline.eval_views(
     spec, spec.eval_num_segments, spec.eval_num_crops, spec.eval_crop_size, ex
   )
-  return np.asarray(out["video"].numpy(), np.float32)[None]
+  return out["video"].numpy()[None]
 
 
 def view_logits(model: nnx.Module, config: ml_collections.ConfigDict, path: str) -> np.ndarray:
@@ -149,7 +160,12 @@ def view_logits(model: nnx.Module, config: ml_collections.ConfigDict, path: str)
   per_view = eval_lib.interleave_views(
     jnp.asarray(views), config.model.num_segments, config.eval.grouping
   )
-  return forward(model, np.asarray(per_view[:, 0]), batch_size=per_view.shape[0])
+  return forward(
+    model,
+    np.asarray(per_view[:, 0]),
+    batch_size=per_view.shape[0],
+    data=data_spec.from_config(config),
+  )
 
 
 def aggregate_probs(view_logits: np.ndarray, aggregate: str) -> np.ndarray:

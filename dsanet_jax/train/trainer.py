@@ -74,20 +74,24 @@ def make_train_step(
   seed: int,
   grad_accum_steps: int = 1,
   label_smoothing: float = 0.0,
+  data: data_spec.DataSpec | None = None,
 ) -> Callable[[State, dict[str, jax.Array]], tuple[State, dict[str, jax.Array]]]:
   """Returns `train_step(state, batch) -> (state, metrics)` (pure; jit it with shardings).
 
-  batch: `video` [B, U, T, H, W, 3], `label` int32 [B], `mask` bool [B]. With gradient accumulation
+  batch: `video` [B, U, T, H, W, 3], `label` int32 [B], `mask` bool [B]. The video is the
+  pipeline's uint8, normalised on the device by `data.model_input`; without `data` it must arrive
+  normalised (floating point). With gradient accumulation
   the batch is split into `grad_accum_steps` micro-batches (micro-batch m takes rows m, m + A, ...,
   so each stays spread over the devices), BatchNorm statistics run through them in turn, and the
   averaged gradient makes one optimiser step.
   """
   base_key = jax.random.key(seed)
   acc = grad_accum_steps
+  model_input = data_spec.input_fn(data)
 
   def loss_fn(params: Any, stats: Any, rngs: Any, mb: dict[str, jax.Array]) -> tuple[Any, Any]:
     model = nnx.merge(mdef.train_graph, params, stats, rngs)
-    logits = model(mb["video"])
+    logits = model(model_input(mb["video"]))
     loss, correct = cross_entropy(logits, mb["label"], mb["mask"], label_smoothing)
     return loss, (nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), correct)
 
@@ -388,6 +392,7 @@ def _jit_train_step(
       seed=config.seed,
       grad_accum_steps=config.train.grad_accum_steps,
       label_smoothing=config.train.label_smoothing,
+      data=data_spec.from_config(config),
     ),
     in_shardings=(shardings, sharding_lib.batch_sharding(mesh)),
     out_shardings=(shardings, sharding_lib.replicated(mesh)),
