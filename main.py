@@ -9,7 +9,9 @@
 
 Mistakes in the command line (a config path that does not exist, a misspelt override, a missing
 init_from, a dataset that is not prepared) are reported in one line with exit status 2, before JAX
-does any work and before the workdir is created.
+does any work and before the workdir is created. A non-finite loss stops training with exit status
+3; a checkpoint that cannot be written (storage unreachable or stalled for longer than
+checkpoint.save_timeout_s) with exit status 5, in one line naming it and the last finished one.
 
 Multi-host: `jax.distributed.initialize()` runs when a cluster is detected (Cloud TPU pod slice,
 SLURM with several tasks, Open MPI) or when --coordinator_address/--num_processes/--process_id are
@@ -19,10 +21,12 @@ committed checkpoint, and exits with status 4; the same command on every host re
 
 Exit status: 0 done (or pre-empted by SIGTERM/SIGINT after saving; rerun to resume), 1 an error
 (one line), 2 a command-line mistake, 3 a non-finite loss (nothing saved after the last good
-checkpoint), 4 a lost process (rerun every process).
+checkpoint), 4 a lost process (rerun every process), 5 a checkpoint not written (storage; rerun
+to resume from the last finished one).
 """
 
 import contextlib
+import logging as py_logging
 import os
 import re
 import sys
@@ -197,6 +201,26 @@ def validate(config: ml_collections.ConfigDict, mode: str) -> None:
       _fail(str(e).splitlines()[0])
 
 
+def _stopped(err: Exception) -> int:
+  """A run stopped by a known failure: its one line on the console; the exit status."""
+  from dsanet_jax.train import checkpoint, trainer
+
+  if isinstance(err, checkpoint.CheckpointWriteError):  # storage unreachable or stalled
+    logging.error("%s", err, exc_info=True, extra={"file_only": True})  # the cause: log.txt only
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    # Exit now: the failed save's writes may still be retrying in the storage clients' threads
+    # (never marked finished); an interpreter shutdown would wait for them, or report each one
+    # that ends after its event loop has closed. The log handlers are flushed first.
+    py_logging.shutdown()
+    os._exit(checkpoint.WRITE_ERROR_EXIT)
+  if isinstance(err, trainer.NonFiniteLossError):
+    logging.error("%s", err)
+    print(f"ERROR: {err}", file=sys.stderr)
+    return 3
+  print(f"error: {err}", file=sys.stderr)  # state.StateError
+  return 1
+
+
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -239,7 +263,7 @@ def main(argv: list[str]) -> int:
 def run(config: ml_collections.ConfigDict, mode: str) -> int:
   """Runs `mode`; returns the exit status."""
   # after distributed initialisation
-  from dsanet_jax.train import evaluation, inference, state, trainer
+  from dsanet_jax.train import checkpoint, evaluation, inference, state, trainer
 
   try:
     if mode == "predict":
@@ -271,13 +295,8 @@ def run(config: ml_collections.ConfigDict, mode: str) -> int:
     else:
       res = evaluation.evaluate(config, _WORKDIR.value)
       path = res["results"]
-  except state.StateError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except trainer.NonFiniteLossError as e:
-    logging.error("%s", e)
-    print(f"ERROR: {e}", file=sys.stderr)
-    return 3
+  except (state.StateError, trainer.NonFiniteLossError, checkpoint.CheckpointWriteError) as e:
+    return _stopped(e)
   if jax.process_index() == 0:
     n = res["num_videos"]
     print(

@@ -169,6 +169,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.keep_best = 1
   c.checkpoint.async_save = True
+  # Seconds a save may take, storage retries included (a stalled bucket); after that the run stops
+  # naming the checkpoint (exit status 5) and the previous one is what a rerun resumes from.
+  c.checkpoint.save_timeout_s = 1200
   # Several processes: a process that stops (killed, its host gone) ends the others within this
   # many seconds, in one line naming it and the last checkpoint, exit status 4
   # (dsanet_jax/train/hosts.py; also JAX's heartbeat and shutdown timeouts).

@@ -9,6 +9,11 @@ Restores always go through an abstract target with shardings, so a checkpoint wr
 count restores onto another. Readers (eval, predict, export, and resume's restore) open the
 directory read-only: no temp-directory clean-up, no deletions, so an evaluation beside a running
 training cannot remove its in-flight save.
+
+Storage faults: the storage clients retry (TensorStore for the arrays, gcsfs for the small files on
+`gs://`), and a save may take up to `checkpoint.save_timeout_s` to finish. A save that has not
+finished by then is never marked finished (no `commit_success.txt`, or no rename locally), so no
+reader lists it; the run stops with a `CheckpointWriteError` naming it and the last finished one.
 """
 
 import dataclasses
@@ -23,6 +28,8 @@ from orbax.checkpoint import checkpoint_managers as cm
 from dsanet_jax.common import paths
 
 BEST_METRIC = "val_top1"
+# The exit status of a run stopped because a checkpoint could not be written (main.py).
+WRITE_ERROR_EXIT = 5
 
 
 ITEM_HANDLERS = {"state": ocp.PyTreeCheckpointHandler, "meta": ocp.JsonCheckpointHandler}
@@ -75,6 +82,28 @@ class CheckpointMeta:
     )  # fmt: skip
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (storage unreachable or too slow): one line naming it, the
+  last finished checkpoint and what to run next."""
+
+  def __init__(self, step_dir: str, last_step: int | None, detail: str) -> None:
+    last = (
+      f"the last finished checkpoint is step {last_step}; rerun the same command to resume from it"
+      if last_step is not None
+      else "there is no finished checkpoint; rerun the same command to start again"
+    )
+    super().__init__(f"checkpoint {step_dir} was not written ({detail}); {last}")
+    self.step_dir, self.last_step = step_dir, last_step
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+  """What a failed save raises from the storage clients: Orbax's timeout (TimeoutError), gcsfs
+  (aiohttp's connection errors are OSErrors; its HTTP errors), TensorStore (ValueError)."""
+  from gcsfs.retry import HttpError
+
+  return (OSError, ValueError, RuntimeError, HttpError)
+
+
 def checkpoint_dir(workdir: str) -> str:
   return str(paths.resolve(workdir) / "checkpoints")
 
@@ -125,6 +154,8 @@ def make_manager(workdir: str, ckpt_cfg: ml_collections.ConfigDict) -> ocp.Check
     # The trainer decides when to save (every N steps, evaluations, the end, SIGTERM).
     save_decision_policy=cm.FixedIntervalPolicy(1),
     cleanup_tmp_directories=True,
+    # A save not finished within this (storage stalled) fails and is never marked finished.
+    async_options=ocp.AsyncOptions(timeout_secs=int(ckpt_cfg.save_timeout_s)),
   )
   return ocp.CheckpointManager(
     checkpoint_dir(workdir),

@@ -49,6 +49,15 @@ _NOISE = (
   "Unable to initialize backend",
   "Given directory is read only",  # Orbax, opening checkpoints read-only (eval, resume)
 )
+# The storage clients' own reports of a failed save or request (Orbax's background save thread,
+# gcsfs's retries), with tracebacks: the run reports the failure once, in its own line naming the
+# checkpoint (checkpoint.CheckpointWriteError); these stay in log.txt.
+_STORAGE_REPORTS = (
+  "Handler Commit operations",
+  "Save Finalize thread",
+  "out of retries",
+  "_SignalingThread.run() raised",
+)
 
 
 def _to_py(v: Any) -> Any:
@@ -266,7 +275,8 @@ class _ConsoleFilter(py_logging.Filter):
       return False
     if "tensorflow_datasets" in record.pathname and record.levelno < py_logging.ERROR:
       return False  # TFDS's notices (deprecations, folder scans while a dataset is first built)
-    return not any(s in str(record.msg) for s in _NOISE)
+    noise = _NOISE if own else (*_NOISE, *_STORAGE_REPORTS)
+    return not any(s in str(record.msg) for s in noise)
 
 
 class _ConsoleFormatter(py_logging.Formatter):

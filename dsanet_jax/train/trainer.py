@@ -216,7 +216,12 @@ def _steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[float, in
 
 
 class _Saver:
-  """Checkpoints of the run (async; a state after a non-finite step is never saved)."""
+  """Checkpoints of the run (async; a state after a non-finite step is never saved).
+
+  A save that fails (storage unreachable for longer than its clients retry, or slower than
+  `checkpoint.save_timeout_s`) raises CheckpointWriteError naming it and the last finished one;
+  it surfaces at the next save or wait, since saves run in the background.
+  """
 
   def __init__(
     self,
@@ -227,6 +232,8 @@ class _Saver:
   ) -> None:
     self.mngr, self.config, self.class_names = mngr, config, class_names
     self.data_layout = data_layout
+    self.finished: int | None = mngr.latest_step()  # the newest finished checkpoint
+    self.pending: int | None = None  # the save in flight
 
   def due(self, step: int, total_steps: int, validated: bool) -> bool:
     every = self.config.checkpoint.every_steps
@@ -239,7 +246,33 @@ class _Saver:
     meta = ckpt_lib.CheckpointMeta.of(
       self.config, step, self.class_names, self.data_layout, val_top1
     )
-    ckpt_lib.save(self.mngr, state, meta)
+    with self._failing(step):  # Orbax first finishes the save in flight
+      ckpt_lib.save(self.mngr, state, meta)
+    if self.pending is not None:
+      self.finished = self.pending
+    self.pending = step
+
+  def wait(self) -> None:
+    """Waits for the save in flight (CheckpointWriteError if it failed)."""
+    with self._failing(None):
+      self.mngr.wait_until_finished()
+    if self.pending is not None:
+      self.finished, self.pending = self.pending, None
+
+  @contextlib.contextmanager
+  def _failing(self, step: int | None) -> Any:
+    try:
+      yield
+    except ckpt_lib.storage_errors() as e:
+      bad = self.pending if self.pending is not None else step
+      step_dir = str(paths.resolve(self.mngr.directory) / str(bad))
+      if type(e) is TimeoutError:  # Orbax: the save outlasted its timeout
+        timeout = self.config.checkpoint.save_timeout_s
+        detail = f"not finished within checkpoint.save_timeout_s={timeout} s"
+      else:
+        detail = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+      self.pending = None
+      raise ckpt_lib.CheckpointWriteError(step_dir, self.finished, detail) from e
 
 
 def _compile(train_step: Any, state: State, batch: dict[str, jax.Array]) -> float:
@@ -250,10 +283,10 @@ def _compile(train_step: Any, state: State, batch: dict[str, jax.Array]) -> floa
 
 
 def _finished(
-  mngr: Any, evaluate: evaluation.Evaluations, state: State, step: int, start: str
+  saver: _Saver, evaluate: evaluation.Evaluations, state: State, step: int, start: str
 ) -> dict[str, Any]:
   """The run had already reached its last step: its stored results, else the final test."""
-  mngr.wait_until_finished()
+  saver.wait()
   res = evaluation.stored_results(evaluate.results_path, step)
   if res is not None:
     logging.info("training already finished at step %d; results in %s", step, evaluate.results_path)
@@ -330,7 +363,7 @@ def _write_start(config: ml_collections.ConfigDict, writer: Any, state: State, s
 
 
 def _final(
-  mngr: Any,
+  saver: _Saver,
   evaluate: evaluation.Evaluations,
   state: State,
   step: int,
@@ -338,7 +371,7 @@ def _final(
   last: dict[str, float],
 ) -> dict[str, Any]:
   """After the last step: waits for the last save, then the final test."""
-  mngr.wait_until_finished()
+  saver.wait()
   return {"step": step, "start": start, "train": last, "eval": evaluate(state, step, final=True)}
 
 
@@ -399,7 +432,7 @@ def _preempted(
   saver: _Saver, state: State, step: int, start: str, log: log_lib.StepLog, why: str | None
 ) -> dict[str, Any]:
   saver.save(step, state, log)
-  saver.mngr.wait_until_finished()
+  saver.wait()
   why = why or "a signal to another process"
   logging.warning("pre-empted: checkpoint saved at step %d (%s); rerun to resume", step, why)
   return {"step": step, "start": start, "train": log.last, "eval": None, "preempted": why}
@@ -456,7 +489,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # --------------------------------------------------------------------- evaluation
     evaluate = evaluation.Evaluations(config, mesh, mdef, writer, class_names, workdir)
     if step >= total_steps:
-      return _finished(mngr, evaluate, state, step, start)
+      return _finished(saver, evaluate, state, step, start)
 
     # --------------------------------------------------------------------- loop
     _write_start(config, writer, state, step)
@@ -487,4 +520,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       del train_iter
 
     # --------------------------------------------------------------------- final evaluation
-    return _final(mngr, evaluate, state, step, start, log.last)
+    return _final(saver, evaluate, state, step, start, log.last)
