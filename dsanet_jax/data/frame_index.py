@@ -198,13 +198,13 @@ def _problem(shard: str) -> tuple[dict[str, np.ndarray] | None, str]:
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python, also when called while tracing
-def ensure(shard: str) -> None:
-  """Builds and stores the index of `shard` unless a matching one is stored. The file is written
-  under a unique temporary name, then renamed over the final one (processes indexing the same
-  shard at once write the same bytes)."""
+def ensure(shard: str) -> bool:
+  """Builds and stores the index of `shard` unless a matching one is stored; whether it built
+  one. The file is written under a unique temporary name, then renamed over the final one
+  (processes indexing the same shard at once write the same bytes)."""
   index, why = _problem(shard)
   if index is not None:
-    return
+    return False
   if why != "missing":
     logging.warning("%s is %s: rebuilding it", index_path(shard), why)
   index = scan(shard)
@@ -223,7 +223,8 @@ def ensure(shard: str) -> None:
   finally:
     if tf.io.gfile.exists(tmp):  # a failed write or rename leaves no temporary file
       tf.io.gfile.remove(tmp)
-  logging.info("indexed the frames of %s (%d videos)", shard, len(index["label"]))
+  logging.log(logging.DEBUG, "indexed the frames of %s (%d videos)", shard, len(index["label"]))
+  return True
 
 
 def load(shard: str) -> dict[str, np.ndarray]:
@@ -234,10 +235,17 @@ def load(shard: str) -> dict[str, np.ndarray]:
   return index
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python, also when called while tracing
 def ensure_all(shards: Sequence[str], threads: int = 8) -> None:
-  """`ensure` of each shard, `threads` at a time (a host's first read of a dataset)."""
+  """`ensure` of each shard, `threads` at a time (a host's first read of a dataset); one line
+  when it indexed any."""
   with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(shards)))) as pool:
-    list(pool.map(ensure, shards))
+    built = sum(pool.map(ensure, shards))
+  if built:
+    where = shards[0].rsplit("/", 1)[0]
+    logging.info(
+      "indexed the frames of %d of %d shards in %s (first read)", built, len(shards), where
+    )
 
 
 _cache = threading.local()
