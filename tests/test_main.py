@@ -152,7 +152,14 @@ def test_default_console_is_quiet(uninterrupted):
   lines = p.stderr.splitlines()
   absl_format = re.compile(r"^[IWEF]\d{4} ")  # third-party INFO/WARNING lines in absl's format
   assert not [s for s in lines if absl_format.match(s)], p.stderr[:3000]
-  for noise in ("orbax-checkpoint-tmp", "TensorInfo", "oneDNN", "train/loss", "Compiling"):
+  for noise in (
+    "orbax-checkpoint-tmp",
+    "TensorInfo",
+    "oneDNN",
+    "train/loss",
+    "Compiling",
+    "AutoGraph",
+  ):
     assert noise not in p.stderr, noise
   for step in range(1, 7):
     assert sum(f" step {step}/6 " in s for s in lines) == 1, (step, p.stderr)
