@@ -139,6 +139,8 @@ def test_the_storage_clients_own_failure_reports_stay_off_the_console():
   assert not f.filter(third)
   own = py_logging.LogRecord("absl", py_logging.ERROR, log_lib.__file__, 1, msg, None, None)
   assert f.filter(own)
+  wait = "Waiting for previous save to complete took 3.8 seconds. If this number is high, ..."
+  assert not f.filter(py_logging.LogRecord("absl", py_logging.WARNING, orbax, 1, wait, None, None))
 
 
 def test_a_save_in_flight_waits_out_a_10s_storage_outage(gcs):

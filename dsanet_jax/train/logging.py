@@ -48,6 +48,7 @@ _NOISE = (
   "`TensorInfo.dtype` is deprecated",
   "Unable to initialize backend",
   "Given directory is read only",  # Orbax, opening checkpoints read-only (eval, resume)
+  "Waiting for previous save to complete",  # Orbax: saves closer together than a save lasts
 )
 # The storage clients' own reports of a failed save or request (Orbax's background save thread,
 # gcsfs's retries), with tracebacks: the run reports the failure once, in its own line naming the
