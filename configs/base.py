@@ -174,7 +174,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint.save_timeout_s = 1200
   # Several processes: a process that stops (killed, its host gone) ends the others within this
   # many seconds, in one line naming it and the last checkpoint, exit status 4
-  # (dsanet_jax/train/hosts.py; also JAX's heartbeat and shutdown timeouts).
+  # (dsanet_jax/train/hosts.py; also JAX's shutdown timeout; JAX's heartbeat timeout is
+  # max(100, 4x this), behind the watchdog).
   c.multihost = ml_collections.ConfigDict()
   c.multihost.timeout_s = 60
   return c

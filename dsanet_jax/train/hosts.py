@@ -1,19 +1,18 @@
 """The processes (hosts) of one run: start-up with `jax.distributed`, and a lost one.
 
-`initialize(timeout_s, ...)` calls `jax.distributed.initialize` with JAX's heartbeat and shutdown
-timeouts set to `config.multihost.timeout_s` (default 60 s).
+`initialize(timeout_s, ...)` calls `jax.distributed.initialize` with its shutdown timeout set to
+`config.multihost.timeout_s` (default 60 s) and its heartbeat timeout behind the watchdog's
+(`jax_heartbeat_s`).
 
 `Watchdog` (a daemon thread in every process) keeps a beat counter per process in the
 coordination service's key-value store and reads the others' every `timeout_s / 24` seconds. A
 process whose counter has not moved for `timeout_s / 4` seconds, one that ended with a non-zero
-status, or an unreachable coordinator (process 0, which runs the service) is lost. (JAX's own
-heartbeat check ends the process from C++ between `timeout_s / 2` and `timeout_s` after a loss, with
-a stack dump: the watchdog decides before it.) The first survivor to see
-it records the verdict in the store, so that all of them name the same process; each then prints
-one line, naming the lost process and the last committed checkpoint, and exits at once with status
-`HOST_LOST_EXIT`, whatever collective or checkpoint barrier its main thread is blocked in. The
-same command on every host resumes from that checkpoint. JAX's own detection (its heartbeat
-timeout) stays behind it as the fallback.
+status, or an unreachable coordinator (process 0, which runs the service) is lost. The first
+survivor to see it records the verdict in the store, so that all of them name the same process;
+each then prints one line, naming the lost process and the last committed checkpoint, and exits at
+once with status `HOST_LOST_EXIT`, whatever collective or checkpoint barrier its main thread is
+blocked in. The same command on every host resumes from that checkpoint. JAX's own heartbeat check
+(which aborts the process from C++ with a stack dump) stays well behind it, as the fallback.
 """
 
 import contextlib
@@ -35,7 +34,8 @@ _KEY = "dsanet_hosts/"
 
 
 def initialize(timeout_s: float, **kwargs: Any) -> list[str]:
-  """`jax.distributed.initialize(**kwargs)` with heartbeat and shutdown timeouts of `timeout_s`.
+  """`jax.distributed.initialize(**kwargs)` with a shutdown timeout of `timeout_s` and JAX's own
+  heartbeat timeout well behind the watchdog's (`jax_heartbeat_s`).
 
   Returns what native code printed meanwhile (Gloo's 'connected to 1 peer ranks'), for the log
   file; on an error it goes to stderr.
@@ -44,7 +44,9 @@ def initialize(timeout_s: float, **kwargs: Any) -> list[str]:
   ok = False
   try:
     with native_output.captured() as out:
-      jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=t, shutdown_timeout_seconds=t)
+      jax.distributed.initialize(
+        **kwargs, heartbeat_timeout_seconds=jax_heartbeat_s(t), shutdown_timeout_seconds=t
+      )
       # One collective while the processes are in step (initialize is a barrier): it sets up the
       # CPU collectives' (Gloo's) context, whose set-up waits only 30 s for the other processes (a
       # first collective after start-up work of uneven length, e.g. compiling on a loaded host,
@@ -55,6 +57,17 @@ def initialize(timeout_s: float, **kwargs: Any) -> list[str]:
     if not ok:
       sys.stderr.writelines(out)
   return out
+
+
+def jax_heartbeat_s(timeout_s: int) -> int:
+  """JAX's heartbeat timeout: its default (100 s) or 4x `timeout_s`, whichever is longer.
+
+  JAX's coordination service aborts every process (a C++ stack dump, no checkpoint named) when a
+  heartbeat is late; on a busy host (a long XLA compile on 2 cores) a 30 s timeout declared both
+  live processes dead. It is only the fallback behind the watchdog, which decides a loss after
+  `timeout_s / 4` and reports it in one line.
+  """
+  return max(100, 4 * int(timeout_s))
 
 
 def _client() -> Any:
