@@ -59,8 +59,9 @@ def test_dsa_kernels_depend_on_the_video(headline_runs):
   cfg = default.get_config()
   cfg.data.data_dir = str(headline_runs.root / "tfds")
   model, _, _ = explain.load_eval_model(cfg, str(headline_runs.workdir("dsa")))
+  spec = data_spec.from_config(cfg)
   it = pipeline.make_eval_iterator(
-    data_spec.from_config(cfg),
+    spec,
     split=cfg.data.eval_split,
     local_batch_size=32,
     process_index=0,
@@ -69,7 +70,8 @@ def test_dsa_kernels_depend_on_the_video(headline_runs):
     num_crops=1,
   )
   batch = next(it)
-  out = explain.run_network(model, jax.numpy.asarray(batch["video"][:, 0]))
+  views = spec.model_input(jax.numpy.asarray(batch["video"][:, 0]))  # uint8 -> normalised f32
+  out = explain.run_network(model, views)
   spread = {name: float(k.std(axis=0).mean()) for name, k in out["kernels"].items()}
   print(f"kernel spread over videos per module: {spread}")
   assert len(spread) == 2 and max(spread.values()) > 0.02, spread
