@@ -41,6 +41,17 @@ def pytest_unconfigure(config) -> None:
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REALCLIPS = SHARED / "data" / "realclips"
+# main.py overrides that make the default config tiny (width 4, 2 frames, 16 px, one eval crop):
+# the runs of main.py in test_main, test_hosts, test_gcs and test_train_multiprocess.
+TINY_MODEL = [
+  "--config.model.base_width=4",
+  "--config.data.num_frames=2",
+  "--config.data.crop_size=16",
+  "--config.eval.short_side=16",
+  "--config.eval.crop_size=16",
+  "--config.eval.num_segments=4",
+  "--config.eval.num_crops=1",
+]
 
 
 @pytest.fixture(scope="session")

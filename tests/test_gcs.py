@@ -22,6 +22,7 @@ from etils import epath
 
 from dsanet_jax.common import paths
 from dsanet_jax.tools import fuse_scores, plot_runs, results_table
+from tests.conftest import TINY_MODEL
 from tests.gcs_emulator import Emulator
 from tests.test_tools_viz import _write_run
 
@@ -147,13 +148,7 @@ def test_tensorboard_events_reach_the_bucket(gcs, tmp_path, monkeypatch):
 
 TINY = [
   f"--config={REPO / 'configs' / 'default.py'}",
-  "--config.model.base_width=4",
-  "--config.data.num_frames=2",
-  "--config.data.crop_size=16",
-  "--config.eval.short_side=16",
-  "--config.eval.crop_size=16",
-  "--config.eval.num_segments=4",
-  "--config.eval.num_crops=1",
+  *TINY_MODEL,
   "--config.eval.batch_size=64",
   "--config.train.global_batch_size=8",
   "--config.train.log_every_steps=1",

@@ -22,19 +22,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests.conftest import TINY_MODEL
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 TIMEOUT = 420
 
 TINY = [
   "--config=configs/default.py",
-  "--config.model.base_width=4",
-  "--config.data.num_frames=2",
-  "--config.data.crop_size=16",
-  "--config.eval.short_side=16",
-  "--config.eval.crop_size=16",
-  "--config.eval.num_segments=4",
-  "--config.eval.num_crops=1",
+  *TINY_MODEL,
   "--config.eval.batch_size=64",
   "--config.train.global_batch_size=8",
   "--config.train.log_every_steps=1",

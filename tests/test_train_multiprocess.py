@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from tests.conftest import TINY_MODEL
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 TIMEOUT = 420
@@ -50,13 +52,7 @@ def test_three_processes_train_and_evaluate_exactly_once(tmp_path):
       f"--coordinator_address=127.0.0.1:{port}",
       f"--num_processes={NUM}",
       f"--process_id={i}",
-      "--config.model.base_width=4",
-      "--config.data.num_frames=2",
-      "--config.data.crop_size=16",
-      "--config.eval.short_side=16",
-      "--config.eval.crop_size=16",
-      "--config.eval.num_segments=4",
-      "--config.eval.num_crops=1",
+      *TINY_MODEL,
       "--config.eval.batch_size=30",
       "--config.train.global_batch_size=6",
       "--config.train.num_steps=2",
