@@ -20,8 +20,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # A test whose config leaves data.data_dir None reads the embedded order_of_events from there: it
 # is built once per test run (on first use, under builders.ensure_prepared's file lock), at its
 # 12 fps; configs with another data.fps (the paper's 30) set data.fps=12 to read it.
-REAL_HOME = pathlib.Path(os.path.expanduser("~")).resolve()
-TEST_HOME = pathlib.Path(tempfile.mkdtemp(prefix="dsanet_test_home_"))
+# pytest-xdist's workers (the README's `-n 2`) inherit the first process's environment: they share
+# its temporary home (datasets and caches built once) and know the real one.
+REAL_HOME = pathlib.Path(
+  os.environ.setdefault("DSANET_TESTS_REAL_HOME", os.path.expanduser("~"))
+).resolve()
+if "DSANET_TESTS_HOME" not in os.environ:
+  os.environ["DSANET_TESTS_HOME"] = tempfile.mkdtemp(prefix="dsanet_test_home_")
+TEST_HOME = pathlib.Path(os.environ["DSANET_TESTS_HOME"])
 os.environ["HOME"] = str(TEST_HOME)
 os.environ["TFDS_DATA_DIR"] = str(TEST_HOME / "tensorflow_datasets")
 for _var, _sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config")):
@@ -31,11 +37,27 @@ for _var, _sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"))
 os.environ["JAX_COMPILATION_CACHE_DIR"] = str(TEST_HOME / "jax_cache")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+# The tests' programs are tiny: XLA's optimisation passes, not running them, are most of their time
+# (a width-4 R18 train step compiles in 22 s instead of 124 s on 2 cores, same losses). So the test
+# run compiles with most optimisations off, and every subprocess inherits it; the headline runs
+# (full trainings of the shipped default, where run time dominates) turn them back on.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
 
 
 def pytest_unconfigure(config) -> None:
-  """Removes the run's temporary home (datasets and caches built during the tests)."""
-  shutil.rmtree(TEST_HOME, ignore_errors=True)
+  """Removes the run's temporary home (datasets and caches built during the tests), in the first
+  process only (not in an xdist worker)."""
+  if not hasattr(config, "workerinput"):
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+  """Groups for pytest-xdist's `--dist=loadgroup` (pyproject.toml): a test file runs on one worker,
+  so its module fixtures are built once, and the tests sharing the headline runs (a session
+  fixture, minutes of training) run on one worker together."""
+  for item in items:
+    group = "headline_runs" if "headline_runs" in item.fixturenames else item.path.name
+    item.add_marker(pytest.mark.xdist_group(group))
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,6 +107,7 @@ class HeadlineRuns:
       env = dict(os.environ)
       env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
       env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+      env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")  # trained as shipped: run time, not compile
       cmd = [
         sys.executable,
         "main.py",

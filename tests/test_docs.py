@@ -95,7 +95,7 @@ RUN: dict[str, list[str]] = {
   # .ci/run runs the README's test command.
   "ci": [
     "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/python -m"
-    " pytest -q tests",
+    " pytest -q -n 2 tests",
   ],
   # The tools on the two finished headline runs (DSA and TSN).
   "tools": [
