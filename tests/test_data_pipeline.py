@@ -1,6 +1,7 @@
 """The tf.data snippet pipeline on a tiny TFDS dataset built here (the builders' features)."""
 
 import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -453,6 +454,49 @@ def test_direct_reader_matches_tfds_as_dataset(builder, monkeypatch):
   assert direct == via_tfds
   assert sorted(direct[1]) == [3, 4, 5, 6, 7] and direct[2] == {}
   assert all(len(v[2]) > 1 and v[2][0][:2] == b"\xff\xd8" for v in direct[0].values())  # JPEGs
+
+
+def _copy_dataset(builder: tfds.core.DatasetBuilder, dest) -> tfds.core.DatasetBuilder:
+  shutil.copytree(builder.data_dir, dest, ignore=shutil.ignore_patterns("*" + frame_index.SUFFIX))
+  return tfds.builder_from_directory(str(dest))
+
+
+def test_read_only_dataset_is_indexed_in_memory_and_prepare_stores_the_indexes(
+  builder, tmp_path, monkeypatch, caplog
+):
+  """Training hosts may only read a dataset (a bucket): the indexes `prepare` stores
+  (`pipeline.index_frames`) are then read and nothing is written; without them each process indexes
+  in memory, with one warning, and yields the same batches."""
+  spec = data_spec.from_config(_cfg())
+  first = lambda b: _take(
+    pipeline.make_train_iterator(
+      spec, local_batch_size=4, process_index=0, process_count=1, builder=b
+    ),
+    2,
+  )
+  prepared = _copy_dataset(builder, tmp_path / "prepared")
+  counts = pipeline.index_frames(prepared)
+  assert counts == {frame_index.BUILT: 3 + 3, frame_index.IN_MEMORY: 0}  # train and validation
+  listing = {p: p.stat().st_mtime_ns for p in (tmp_path / "prepared").iterdir()}
+  expected = first(prepared)
+  assert {p: p.stat().st_mtime_ns for p in (tmp_path / "prepared").iterdir()} == listing
+
+  read_only = _copy_dataset(builder, tmp_path / "read_only")
+
+  def refused(*args, **kwargs):  # what a read-only folder or bucket answers to the index's write
+    raise tf.errors.PermissionDeniedError(None, None, "read-only file system")
+
+  monkeypatch.setattr(tf.io.gfile, "rename", refused)
+  with caplog.at_level("WARNING"):
+    got = first(read_only)
+    again = first(read_only)
+  warnings = [r.getMessage() for r in caplog.records if "read-only" in r.getMessage()]
+  assert len(warnings) == 1 and "3 of 3 shards in memory" in warnings[0], warnings
+  assert not list((tmp_path / "read_only").rglob("*" + frame_index.SUFFIX + "*"))
+  for batches in (got, again):
+    for b, e in zip(batches, expected, strict=True):
+      np.testing.assert_array_equal(b["video"], e["video"])
+      np.testing.assert_array_equal(b["label"], e["label"])
 
 
 def test_frame_index_is_rebuilt_when_stale(builder):

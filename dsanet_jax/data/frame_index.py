@@ -8,14 +8,16 @@ label and the video id; `read_frames` then reads only the chosen frames as byte 
 (`tf.io.gfile`, so `gs://` works). The stored data is unchanged.
 
 The index of `SHARD` is `SHARD.frames.npz` beside it, built by one pass over the shard's records
-(TFRecord framing, then the proto wire format of the Example down to the `video` bytes) the first
-time the shard is read (`ensure`). Many hosts may read a dataset at once (a pod, `gs://`): each
-writes the whole index under a unique temporary name and renames it over the final one (a local
-rename is atomic, and a `gs://` object appears only whole), and all write the same bytes, so a
-reader sees no index or a whole one. An index is used only if it parses, its arrays agree with
-each other, and it matches the shard: the same size and the same SHA-256 of the shard's first and
-last 64 KiB (a rewritten shard changes its first or last records); otherwise `ensure` rebuilds it
-and `load` fails naming the file.
+(TFRecord framing, then the proto wire format of the Example down to the `video` bytes) by `prepare`
+after a build, or the first time the shard is read (`ensure`). Many hosts may read a dataset at once
+(a pod, `gs://`): each writes the whole index under a unique temporary name and renames it over the
+final one (a local rename is atomic, and a `gs://` object appears only whole), and all write the
+same bytes, so a reader sees no index or a whole one. An index is used only if it parses, its arrays
+agree with each other, and it matches the shard: the same size and the same SHA-256 of the shard's
+first and last 64 KiB (a rewritten shard changes its first or last records); otherwise `ensure`
+rebuilds it and `load` fails naming the file. Where the shards cannot be written beside (a read-only
+bucket or folder), each process keeps the indexes it builds in memory, with one warning saying how
+to store them (`prepare`, with write access).
 
 Arrays of an index: `offset` int64 [N frames], `length` int32 [N], `row_splits` int64 [R + 1]
 (record r's frames are [row_splits[r], row_splits[r + 1])), `label` int64 [R], `video_id` bytes
@@ -197,14 +199,21 @@ def _problem(shard: str) -> tuple[dict[str, np.ndarray] | None, str]:
   return index, ""
 
 
+BUILT, IN_MEMORY = "built", "in memory"
+_memory: dict[str, dict[str, np.ndarray]] = {}  # shard -> index built where it could not be stored
+
+
 @tf.autograph.experimental.do_not_convert  # plain Python, also when called while tracing
-def ensure(shard: str) -> bool:
-  """Builds and stores the index of `shard` unless a matching one is stored; whether it built
-  one. The file is written under a unique temporary name, then renamed over the final one
-  (processes indexing the same shard at once write the same bytes)."""
+def ensure(shard: str) -> str:
+  """Builds and stores the index of `shard` unless this process has a matching one: '' (it had),
+  BUILT, or IN_MEMORY (built, but the shard's folder is read-only: kept for this process). The
+  file is written under a unique temporary name, then renamed over the final one (processes
+  indexing the same shard at once write the same bytes)."""
+  if shard in _memory:
+    return ""
   index, why = _problem(shard)
   if index is not None:
-    return False
+    return ""
   if why != "missing":
     logging.warning("%s is %s: rebuilding it", index_path(shard), why)
   index = scan(shard)
@@ -216,19 +225,21 @@ def ensure(shard: str) -> bool:
       f.write(buf.getvalue())
     tf.io.gfile.rename(tmp, index_path(shard), overwrite=True)
   except tf.errors.PermissionDeniedError as e:
-    raise PermissionError(
-      f"cannot write the frame index {index_path(shard)}: the dataset directory must be "
-      "writable the first time a shard is read"
-    ) from e
+    logging.log(logging.DEBUG, "cannot write %s (%s): kept in memory", index_path(shard), e)
+    _memory[shard] = index
+    return IN_MEMORY
   finally:
     if tf.io.gfile.exists(tmp):  # a failed write or rename leaves no temporary file
       tf.io.gfile.remove(tmp)
   logging.log(logging.DEBUG, "indexed the frames of %s (%d videos)", shard, len(index["label"]))
-  return True
+  return BUILT
 
 
 def load(shard: str) -> dict[str, np.ndarray]:
-  """The stored index of `shard` (`ensure` first); fails if it is missing, partial or stale."""
+  """The index of `shard` (`ensure` first): stored, or kept in memory where the shard's folder is
+  read-only; fails if it is missing, partial or stale."""
+  if shard in _memory:
+    return _memory[shard]
   index, why = _problem(shard)
   if index is None:
     raise FileNotFoundError(f"frame index {index_path(shard)} is {why} (frame_index.ensure)")
@@ -236,16 +247,27 @@ def load(shard: str) -> dict[str, np.ndarray]:
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python, also when called while tracing
-def ensure_all(shards: Sequence[str], threads: int = 8) -> None:
-  """`ensure` of each shard, `threads` at a time (a host's first read of a dataset); one line
-  when it indexed any."""
+def ensure_all(shards: Sequence[str], threads: int = 8) -> dict[str, int]:
+  """`ensure` of each shard, `threads` at a time (a host's first read of a dataset, or
+  `prepare`): how many were BUILT and IN_MEMORY. One line when it indexed any; a warning when a
+  read-only folder kept it from storing them."""
   with concurrent.futures.ThreadPoolExecutor(max(1, min(threads, len(shards)))) as pool:
-    built = sum(pool.map(ensure, shards))
-  if built:
-    where = shards[0].rsplit("/", 1)[0]
+    results = list(pool.map(ensure, shards))
+  counts = {BUILT: results.count(BUILT), IN_MEMORY: results.count(IN_MEMORY)}
+  where = shards[0].rsplit("/", 1)[0] if shards else ""
+  if counts[BUILT]:
     logging.info(
-      "indexed the frames of %d of %d shards in %s (first read)", built, len(shards), where
+      "indexed the frames of %d of %d shards in %s (first read)", counts[BUILT], len(shards), where
     )
+  if counts[IN_MEMORY]:
+    logging.warning(
+      "%s is read-only: indexed the frames of %d of %d shards in memory (this process only; "
+      "`python -m dsanet_jax.data.prepare` with write access stores the indexes beside them)",
+      where,
+      counts[IN_MEMORY],
+      len(shards),
+    )
+  return counts
 
 
 _cache = threading.local()

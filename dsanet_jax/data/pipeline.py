@@ -235,6 +235,23 @@ def direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
   return True
 
 
+def split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+  """The shard files of `split` (a split name or a TFDS slice such as 'train[0:64]')."""
+  return [os.fspath(fi.filename) for fi in builder.info.splits[split].file_instructions]
+
+
+def index_frames(builder: tfds.core.DatasetBuilder) -> dict[str, int]:
+  """Stores the frame index (`frame_index`) of every shard of every split of a TFRecord dataset,
+  so that reading it never writes (`prepare` runs this after a build, for a bucket that training
+  hosts may only read). How many were BUILT and IN_MEMORY (a read-only folder)."""
+  counts = {frame_index.BUILT: 0, frame_index.IN_MEMORY: 0}
+  if direct_readable(builder):
+    for split in builder.info.splits:
+      for key, n in frame_index.ensure_all(split_files(builder, split)).items():
+        counts[key] += n
+  return counts
+
+
 def read_examples(
   builder: tfds.core.DatasetBuilder,
   split: str,
@@ -260,7 +277,7 @@ def read_examples(
   sub = f"{split}[{start}:{start + 1 if empty else end}]"
   if direct_readable(builder):
     instructions = builder.info.splits[sub].file_instructions
-    files = [os.fspath(fi.filename) for fi in instructions]
+    files = split_files(builder, sub)
     skips = [int(fi.skip) for fi in instructions]
     takes = [int(fi.take) for fi in instructions]
     firsts = np.cumsum([start, *takes[:-1]]).tolist()

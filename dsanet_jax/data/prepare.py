@@ -11,9 +11,10 @@ r"""Builds a TFDS video dataset from manually downloaded files (docs/data.md).
 
 `--short_side` / `--target_fps` / `--jpeg_quality` derive a config whose name records them. It
 prints the frame rate it writes, progress with an ETA, and at the end the splits and what was
-skipped (the list is in skipped_<split>.json). `--check` first: a dry run that parses the
-annotations and finds the files (no decoding) and prints what is missing, the splits without an
-annotation file and the videos no annotation references, in seconds even for Kinetics.
+skipped (the list is in skipped_<split>.json), and stores the frame indexes beside the shards
+(data/frame_index.py: training hosts then only read the dataset). `--check` first: a dry run that
+parses the annotations and finds the files (no decoding) and prints what is missing, the splits
+without an annotation file and the videos no annotation references, in seconds even for Kinetics.
 
 A dataset already prepared is not rebuilt; if its manual folder's annotation files or its options
 changed since (a CSV added, edited or removed), it is reported as stale: `--overwrite` rebuilds.
@@ -34,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads (h
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
-from dsanet_jax.data import builders
+from dsanet_jax.data import builders, frame_index, pipeline
 from dsanet_jax.data.builders import base, labelled_videos, video
 
 _DATASET = flags.DEFINE_string("dataset", None, "Builder name, 'name' or 'name/config'.")
@@ -167,6 +168,7 @@ def main(argv: Sequence[str]) -> None:
     return
   if not isinstance(builder, base.VideoDatasetBuilder):  # a prepared set read from its folder
     _print_summary(builder)
+    _index_frames(builder)
     return
   if builder.is_prepared() and not _OVERWRITE.value:
     stale = builder.stale_reasons(_MANUAL_DIR.value)
@@ -185,6 +187,15 @@ def main(argv: Sequence[str]) -> None:
     **kw,
   )
   _print_summary(builder)
+  _index_frames(builder)
+
+
+def _index_frames(builder: tfds.core.DatasetBuilder) -> None:
+  """The frame indexes beside the shards (data/frame_index.py), so that training hosts, which may
+  only read the dataset (a bucket), never write to it."""
+  counts = pipeline.index_frames(builder)
+  if counts[frame_index.BUILT]:
+    print(f"  frame indexes: stored for {counts[frame_index.BUILT]} shards")
 
 
 def _rate(fps: float | None) -> str:
