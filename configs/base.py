@@ -130,7 +130,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Resume even though the data layout recorded in the checkpoint (global batch size, process
   # count, dataset, split, size, fingerprint) changed: the data order is remapped (logged).
   c.train.allow_data_change = False
-  c.train.log_gmacs = True  # compile the eval forward once at step 0 to log GMACs per view
+  c.train.log_gmacs = True  # log GMACs per view at step 0 (counted on the lowered eval forward)
   # (first, last) step of a jax.profiler trace written under WORKDIR/profile; () = off.
   c.train.profile_steps = ()
   # With several processes, SIGTERM/SIGINT are agreed on (an allgather) every N steps.
