@@ -2,6 +2,7 @@
 truncation, the learning-rate schedule under train.num_steps, incomplete-split notes."""
 
 import json
+import signal
 import types
 
 import numpy as np
@@ -28,6 +29,19 @@ def test_preemption_agrees_across_processes_every_n_steps_only(monkeypatch):
   p.signal = "SIGTERM"
   assert not p.requested(101) and p.requested(110)  # agreed at the next multiple of 10
   assert calls[-1] == 1
+
+
+def test_signal_handler_never_logs_from_the_interrupted_thread(caplog):
+  """SIGTERM mid-run: the acknowledgement is logged by the announcer thread, never by the signal
+  handler in the main thread, which may have been interrupted inside a log handler's write (a
+  reentrant write fails with a traceback: seen in CI under load)."""
+  before = signal.getsignal(signal.SIGTERM)
+  with caplog.at_level("WARNING"), trainer._Preemption(every=1) as p:
+    signal.raise_signal(signal.SIGTERM)
+    assert p.signal == "SIGTERM" and p.requested(1)
+  records = [r for r in caplog.records if "SIGTERM received" in r.getMessage()]
+  assert [r.threadName for r in records] == ["signal-announcer"], records
+  assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_jsonl_writer_drops_replayed_steps_at_resume(tmp_path):

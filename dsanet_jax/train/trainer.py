@@ -16,6 +16,7 @@ The loop's evaluations (periodic validation, the final test) and --mode=eval liv
 
 import contextlib
 import math
+import queue
 import signal
 import threading
 import time
@@ -148,15 +149,26 @@ class _Preemption:
 
   `requested(step)` agrees across processes: with several, an allgather every `every` steps (the
   same steps everywhere). A second Ctrl-C raises KeyboardInterrupt at once.
+
+  The handler itself never logs: it may interrupt the main thread inside a log handler's write,
+  and a write from the handler then fails as a reentrant call (a traceback on the console). It
+  hands the signal's name to an announcer thread (`queue.SimpleQueue.put` is safe there), which
+  prints the acknowledgement at once, waiting its turn for the stream.
   """
 
   def __init__(self, every: int) -> None:
     self.signal: str | None = None
     self.every = max(1, int(every))
     self._old: dict[int, Any] = {}
+    self._names: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    self._announcer: threading.Thread | None = None
 
   def __enter__(self) -> "_Preemption":
     if threading.current_thread() is threading.main_thread():
+      self._announcer = threading.Thread(
+        target=self._announce, name="signal-announcer", daemon=True
+      )
+      self._announcer.start()
       for sig in (signal.SIGTERM, signal.SIGINT):
         self._old[sig] = signal.signal(sig, self._handler)
     return self
@@ -165,18 +177,26 @@ class _Preemption:
     for sig, old in self._old.items():
       signal.signal(sig, old)
     self._old = {}
+    if self._announcer is not None:
+      self._names.put(None)
+      self._announcer.join(timeout=10)
+      self._announcer = None
 
   def _handler(self, signum: int, frame: Any) -> None:
     name = signal.Signals(signum).name
     if signum == signal.SIGINT and self.signal == "SIGINT":
       raise KeyboardInterrupt
     self.signal = name
-    logging.warning(
-      "%s received: saving a checkpoint at the current step (after any save in flight) and "
-      "exiting%s",
-      name,
-      "; press Ctrl-C again to stop at once" if signum == signal.SIGINT else "",
-    )
+    self._names.put(name)
+
+  def _announce(self) -> None:
+    while (name := self._names.get()) is not None:
+      logging.warning(
+        "%s received: saving a checkpoint at the current step (after any save in flight) and "
+        "exiting%s",
+        name,
+        "; press Ctrl-C again to stop at once" if name == "SIGINT" else "",
+      )
 
   def requested(self, step: int) -> bool:
     if jax.process_count() == 1:
