@@ -230,7 +230,7 @@ def direct_readable(builder: tfds.core.DatasetBuilder) -> bool:
   serialized = info.features.get_serialized_info()
   for key, (shape, dtype) in _SERIALIZED.items():
     ti = serialized.get(key)
-    if ti is None or tuple(ti.shape) != shape or tf.as_dtype(ti.dtype) != dtype:
+    if ti is None or tuple(ti.shape) != shape or ti.tf_dtype != dtype:
       return False
   return True
 
