@@ -56,8 +56,12 @@ def sampled_crops(
   split = spec.train_split
   n = pipeline.num_examples(spec, split, builder=builder)
   ds = pipeline.read_examples(builder, split, 0, n)
-  ds = ds.map(lambda ex: pipeline.train_select(spec, tf.constant(0, tf.int64), ex["index"], ex))
-  ds = ds.map(lambda el: pipeline.train_clip(spec, None, el))
+  ds = ds.map(
+    pipeline.graph_fn(
+      lambda ex: pipeline.train_select(spec, tf.constant(0, tf.int64), ex["index"], ex)
+    )
+  )
+  ds = ds.map(pipeline.graph_fn(lambda el: pipeline.train_clip(spec, None, el)))
   clips = _first(ds, num_clips)
   boxes = [tf.tile(c["box"][None], [spec.frames_per_clip, 1]) for c in clips]
   return tf.concat([c["jpegs"] for c in clips], 0), tf.concat(boxes, 0)
@@ -69,7 +73,7 @@ def sampled_test_frames(
   """The JPEG strings [num_clips * U_test * T] the eval pipeline samples for its first clips."""
   n = pipeline.num_examples(spec, split, builder=builder)
   ds = pipeline.read_examples(builder, split, 0, n)
-  ds = ds.map(lambda ex: pipeline.eval_select(spec, spec.eval_num_segments, ex))
+  ds = ds.map(pipeline.graph_fn(lambda ex: pipeline.eval_select(spec, spec.eval_num_segments, ex)))
   return tf.concat([c["jpeg"] for c in _first(ds, num_clips)], 0)
 
 
@@ -99,7 +103,7 @@ def raw_decode(
   else:
     ds = tf.data.Dataset.from_tensor_slices((jpegs, boxes))
     decode = lambda s, b: tf.io.decode_and_crop_jpeg(s, b, channels=3)[0, 0]
-  ds = ds.map(decode, num_parallel_calls=pipeline.parallel_calls(spec))
+  ds = ds.map(pipeline.graph_fn(decode), num_parallel_calls=pipeline.parallel_calls(spec))
   ds = ds.batch(256).prefetch(spec.prefetch).with_options(pipeline.dataset_options(spec))
   return _timed(lambda: sum(len(b) for b in ds.as_numpy_iterator()))
 
