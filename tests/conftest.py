@@ -1,5 +1,6 @@
 """Test set-up: 8 fake CPU devices (before JAX starts), quiet TF, paths to ../shared."""
 
+import fcntl
 import os
 import pathlib
 import shutil
@@ -51,13 +52,10 @@ def pytest_unconfigure(config) -> None:
     shutil.rmtree(TEST_HOME, ignore_errors=True)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-  """Groups for pytest-xdist's `--dist=loadgroup` (pyproject.toml): a test file runs on one worker,
-  so its module fixtures are built once, and the tests sharing the headline runs (a session
-  fixture, minutes of training) run on one worker together."""
-  for item in items:
-    group = "headline_runs" if "headline_runs" in item.fixturenames else item.path.name
-    item.add_marker(pytest.mark.xdist_group(group))
+# pytest-xdist's workers (`-n 2`) take whole test files (`--dist=loadfile`, pyproject.toml), so a
+# file's module fixtures are built once. (`--dist=loadgroup` with `xdist_group` marks does not group
+# under pytest 9: xdist 3.8 renames `item._nodeid`, which pytest 9 no longer reads, so every test
+# was scheduled alone and module fixtures and the headline runs were built on both workers.)
 
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -85,11 +83,13 @@ def realclips() -> pathlib.Path:
 
 
 class HeadlineRuns:
-  """The embedded default trained end to end through main.py, once per session and config.
+  """The embedded default trained end to end through main.py, once per test run and config.
 
   `workdir('dsa')` runs configs/default.py, `workdir('tsn')` configs/default_tsn.py, exactly as
   shipped (only the dataset location is a temporary dir), on one CPU device in a subprocess, and
-  returns the finished workdir (eval/results.json, eval/predictions.npz). Minutes per run.
+  returns the finished workdir (eval/results.json, eval/predictions.npz). Minutes per run. The runs
+  live in the test run's temporary home, shared by the xdist workers: the first worker to need a
+  run trains it under a file lock, a worker needing it meanwhile waits, later ones reuse it.
   """
 
   CONFIGS: typing.ClassVar[dict[str, str]] = {
@@ -99,35 +99,39 @@ class HeadlineRuns:
 
   def __init__(self, root: pathlib.Path):
     self.root = root
-    self.done: dict[str, pathlib.Path] = {}
+    self.root.mkdir(parents=True, exist_ok=True)
 
   def workdir(self, name: str) -> pathlib.Path:
-    if name not in self.done:
-      workdir = self.root / name
-      env = dict(os.environ)
-      env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-      env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-      env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")  # trained as shipped: run time, not compile
-      cmd = [
-        sys.executable,
-        "main.py",
-        f"--config={self.CONFIGS[name]}",
-        f"--workdir={workdir}",
-        f"--config.data.data_dir={self.root / 'tfds'}",
-      ]
-      proc = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False
-      )
-      if proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
-      self.done[name] = workdir
-    return self.done[name]
+    workdir = self.root / name
+    done = self.root / f"{name}.done"
+    with open(self.root / f"{name}.lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+      if not done.exists():
+        shutil.rmtree(workdir, ignore_errors=True)  # a failed attempt of another worker
+        env = dict(os.environ)
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS")  # trained as shipped: run time, not compile
+        cmd = [
+          sys.executable,
+          "main.py",
+          f"--config={self.CONFIGS[name]}",
+          f"--workdir={workdir}",
+          f"--config.data.data_dir={self.root / 'tfds'}",
+        ]
+        proc = subprocess.run(
+          cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        if proc.returncode != 0:
+          pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        done.touch()
+    return workdir
 
 
 @pytest.fixture(scope="session")
-def headline_runs(tmp_path_factory) -> HeadlineRuns:
+def headline_runs() -> HeadlineRuns:
   """Shared end-to-end runs of the embedded default (DSA and TSN), started on first use."""
-  return HeadlineRuns(tmp_path_factory.mktemp("headline"))
+  return HeadlineRuns(TEST_HOME / "headline")
 
 
 def _home_snapshot() -> dict[str, int]:

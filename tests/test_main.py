@@ -40,20 +40,8 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-  """One persistent XLA cache for the module's subprocesses: later runs skip recompiling."""
-  global CACHE
-  CACHE = str(tmp_path_factory.mktemp("xla_cache"))
-
-
-CACHE = None
-
-
 def _env(devices: int = 2) -> dict[str, str]:
   env = dict(os.environ)
-  env["JAX_COMPILATION_CACHE_DIR"] = CACHE
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["TF_CPP_MIN_LOG_LEVEL"] = "2"
   env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
