@@ -1,14 +1,15 @@
 """Two training processes on loopback (jax.distributed, main.py's multi-host flags): a lost one, and
 a pre-emption of one (issue 15 items 4 and 5).
 
-- SIGKILL to process 1 mid-run: process 0 exits within `config.multihost.timeout_s` with status 4
-  and one console line naming process 1 and the last committed checkpoint, no traceback and no
-  third-party lines; the rerun of both resumes from that checkpoint and replays the steps the
-  killed run had logged after it with bit-identical metrics (loss, gradient and parameter norms).
 - SIGTERM to process 1 only: both processes save at the same step and exit 0.
+- SIGKILL to process 1 mid-run (the rerun after that pre-emption): process 0 exits within
+  `config.multihost.timeout_s` with status 4 and one console line naming process 1 and the last
+  committed checkpoint, no traceback and no third-party lines; the rerun of both resumes from that
+  checkpoint and replays the steps the killed run had logged after it with bit-identical metrics
+  (loss, gradient and parameter norms).
 
-Both tests run the same commands (one compiled program, cached across runs by the test run's XLA
-cache, tests/conftest.py) on the embedded dataset of the test run's temporary home.
+One test chains the three invocations of the same command on one workdir (pre-empted, resumed and
+lost, resumed to the end), on the embedded dataset of the test run's temporary home.
 """
 
 import json
@@ -130,15 +131,37 @@ def _quiet(text: str) -> None:
   assert not noise, noise[:10]
 
 
-def test_lost_process_ends_the_other_in_one_line_and_the_rerun_resumes_bit_exact(tmp_path):
-  w = tmp_path / "w"
+def _preempt_one(tmp_path: pathlib.Path, w: pathlib.Path) -> int:
+  """SIGTERM to process 1 only (a maintenance event on one VM): both save at one step and exit 0.
+  Returns that step."""
+  a = Run(tmp_path, "a", w)
+  a.wait_for(lambda: f" step 2/{STEPS} " in a.text(1), "step 2")
+  a.procs[1].send_signal(signal.SIGTERM)
+  rcs = a.wait(timeout=120)
+  texts = [a.text(i) for i in range(NUM)]
+  assert rcs == [0, 0], texts
+  saved = [re.findall(r"pre-empted: checkpoint saved at step (\d+) \((.*?)\)", t) for t in texts]
+  assert [len(s) for s in saved] == [1, 1], texts
+  (s0, why0), (s1, why1) = saved[0][0], saved[1][0]
+  assert s0 == s1 and why1 == "SIGTERM" and why0 == "a signal to another process", saved
+  assert 2 <= int(s0) < STEPS and _committed(w)[-1] == int(s0)
+  assert not (w / "eval" / "results.json").exists()  # stopped, not finished
+  for t in texts:
+    _quiet(t)
+  return int(s0)
+
+
+def _lose_one(tmp_path: pathlib.Path, w: pathlib.Path, resumed_at: int) -> tuple[int, float, str]:
+  """The rerun (resumed at `resumed_at`); SIGKILL to process 1 once it has committed a checkpoint
+  and logged a step after it: process 0 exits in time, in one line naming process 1 and that
+  checkpoint. Returns the checkpoint's step, seconds to exit and process 0's console."""
   b = Run(tmp_path, "b", w)
 
   def a_checkpoint_and_a_step_after() -> bool:
     k = _committed(w)
-    return bool(k) and max(_train_records(w), default=0) > k[-1]
+    return k[-1] > resumed_at and max(_train_records(w), default=0) > k[-1]
 
-  b.wait_for(a_checkpoint_and_a_step_after, "a checkpoint and a step after it")
+  b.wait_for(a_checkpoint_and_a_step_after, "a checkpoint of the rerun and a step after it")
   b.procs[1].send_signal(signal.SIGKILL)
   t_kill = time.time()
   rc0 = b.procs[0].wait(timeout=HOST_TIMEOUT + 60)
@@ -147,6 +170,7 @@ def test_lost_process_ends_the_other_in_one_line_and_the_rerun_resumes_bit_exact
   text = b.text(0)
   assert rc0 == HOST_LOST_EXIT, text[-3000:]
   assert took < HOST_TIMEOUT, took
+  assert f"at step {resumed_at}" in text, text[-3000:]  # it resumed from the pre-emption
   last = _committed(w)[-1]
   lines = text.splitlines()
   lost = [s for s in lines if "lost process" in s]
@@ -158,10 +182,20 @@ def test_lost_process_ends_the_other_in_one_line_and_the_rerun_resumes_bit_exact
   tail = lines[max(i for i, s in enumerate(lines) if " step " in s) + 1 :]
   assert len(tail) <= 3, tail
   _quiet(text)
+  return last, took, text
+
+
+def test_preemption_of_one_process_then_a_lost_one_then_the_rerun_resumes_bit_exact(tmp_path):
+  """Three invocations of the same two-process command on one workdir, chained (each start-up
+  and compile is paid once, not once per scenario): a pre-emption of one process, then a rerun
+  that loses one, then a rerun that replays the steps the lost run had logged after its last
+  checkpoint bit-identically and finishes."""
+  w = tmp_path / "w"
+  preempted = _preempt_one(tmp_path, w)
+  last, took, text = _lose_one(tmp_path, w, preempted)
   logged = {s: r for s, r in _train_records(w).items() if s > last}
   assert logged, sorted(_train_records(w))
 
-  # the same command on both: resumes from that checkpoint, replays the same steps bit-exactly
   c = Run(tmp_path, "c", w)
   rcs = c.wait()
   texts = [c.text(i) for i in range(NUM)]
@@ -177,25 +211,4 @@ def test_lost_process_ends_the_other_in_one_line_and_the_rerun_resumes_bit_exact
   for t in texts:
     _quiet(t)
   print(f"\nhost loss: process 0 exited {took:.1f} s after the kill; its last lines:")
-  print("\n".join(lines[-4:]))
-
-
-def test_sigterm_to_one_process_saves_everywhere_at_one_step_and_exits_0(tmp_path):
-  w = tmp_path / "w"
-  a = Run(tmp_path, "a", w)
-  a.wait_for(lambda: f" step 2/{STEPS} " in a.text(1), "step 2")
-  a.procs[1].send_signal(signal.SIGTERM)
-  t_term = time.time()
-  rcs = a.wait(timeout=120)
-  took = time.time() - t_term
-  texts = [a.text(i) for i in range(NUM)]
-  assert rcs == [0, 0], texts
-  saved = [re.findall(r"pre-empted: checkpoint saved at step (\d+) \((.*?)\)", t) for t in texts]
-  assert [len(s) for s in saved] == [1, 1], texts
-  (s0, why0), (s1, why1) = saved[0][0], saved[1][0]
-  assert s0 == s1 and why1 == "SIGTERM" and why0 == "a signal to another process", saved
-  assert 2 <= int(s0) < STEPS and _committed(w)[-1] == int(s0)
-  assert not (w / "eval" / "results.json").exists()  # stopped, not finished
-  for t in texts:
-    _quiet(t)
-  print(f"\nSIGTERM to process 1: both saved at step {s0} and exited 0, {took:.1f} s after it")
+  print("\n".join(text.splitlines()[-4:]))

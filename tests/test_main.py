@@ -282,27 +282,18 @@ def test_corrupt_latest_checkpoint_console_eval_and_fall_back_resume(uninterrupt
   assert "Task exception was never retrieved" in log and "Event loop is closed" in log
 
 
-def test_sigterm_saves_before_exit_and_resumes(tmp_path):
-  w = tmp_path / "term"
-  log_path = tmp_path / "log.txt"
-  with open(log_path, "w") as log:
-    proc = _start(
-      w, "--config.train.num_steps=1000", "--config.checkpoint.every_steps=1000", log=log
-    )
-    _wait_for(lambda: "step 3/1000" in log_path.read_text(), proc, "step 3")
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(timeout=120)
-  text = log_path.read_text()
-  assert rc == 0, text[-3000:]
-  assert "pre-empted: checkpoint saved at step" in text
+def test_non_finite_training_stops_at_once_and_keeps_the_last_good_checkpoint(
+  uninterrupted, tmp_path
+):
+  """Resumed with broken normalisation (std 0 -> inf input): stops at once with a clear message,
+  exit status 3, and no checkpoint after the last good one. (SIGTERM's save-and-resume is tested
+  on a gs:// workdir in test_gcs, across processes in test_hosts, and with a save in flight below.)
+  """
+  w = tmp_path / "copy"
+  shutil.copytree(uninterrupted[0], w)
   steps = _steps(w)
-  assert steps and 3 <= steps[-1] < 1000, steps
-  assert not (w / "eval" / "results.json").exists()  # stopped, not finished
-
-  # resumed with broken normalisation (std 0 -> inf input): stops at once with a clear message,
-  # exit status 3, and no checkpoint after the last good one
   p = subprocess.run(
-    _cmd(w, "--config.train.num_steps=1000", "--config.data.std=(0.0,0.0,0.0)"),
+    _cmd(w, "--config.train.num_steps=8", "--config.data.std=(0.0,0.0,0.0)"),
     cwd=REPO,
     env=_env(),
     capture_output=True,
@@ -310,7 +301,7 @@ def test_sigterm_saves_before_exit_and_resumes(tmp_path):
     timeout=TIMEOUT,
   )
   assert p.returncode == 3, p.stderr[-3000:]
-  assert f"non-finite training metrics at step {steps[-1]}" in p.stderr
+  assert f"non-finite training metrics at step {steps[-1]}" in p.stderr, p.stderr[-3000:]
   assert _steps(w) == steps
 
 
