@@ -148,8 +148,14 @@ class HeadlineRuns:
         )
         if proc.returncode != 0:
           pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        (self.root / f"{name}.console.txt").write_text(proc.stderr + proc.stdout)
         done.touch()
     return workdir
+
+  def console(self, name: str) -> str:
+    """What the run printed (stderr, then stdout)."""
+    self.workdir(name)
+    return (self.root / f"{name}.console.txt").read_text()
 
 
 @pytest.fixture(scope="session")

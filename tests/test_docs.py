@@ -237,6 +237,23 @@ def test_headline_commands_are_the_headline_runs(headline_runs):
     assert headline_runs.CONFIGS[name] == config or config == "C", str(c)
     assert set(dict(a.split("=", 1) for a in args[2:])) == {"--config", "--workdir"}, str(c)
     assert (headline_runs.workdir(name) / "eval" / "results.json").exists()
+  # A quiet console, also where the run built the dataset: no third-party line in absl's format
+  # (XLA's C++ "Very slow compile?" notice may show on a loaded machine), no traceback, and not
+  # TFDS's notices, which it prints to stdout (they go to log.txt).
+  for name in headline_runs.CONFIGS:
+    text = headline_runs.console(name)
+    other = [
+      s
+      for s in text.splitlines()
+      if (re.match(r"^\[?[IWEF]\d{4} ", s) and "slow_operation_alarm" not in s)
+      or "Traceback" in s
+      or "prepared" in s
+    ]
+    assert not other, (name, other[:10])
+  built = [
+    n for n in headline_runs.CONFIGS if "building order_of_events" in headline_runs.console(n)
+  ]
+  assert len(built) == 1, built
 
 
 def test_ci_runs_the_readme_test_command():

@@ -12,6 +12,7 @@ works too. The feature spec is in `base.py`.
 import contextlib
 import dataclasses
 import fcntl
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -177,14 +178,18 @@ def ensure_prepared(
     builder = get_builder(name, data_dir, **kw, **config_overrides)
     if overwrite or not _is_prepared(builder):
       logging.info("building %s in %s (first use; once per data_dir)", name, root)
-      builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir,
-          try_download_gcs=False,
-          beam_options=beam_options,
-          download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
+      printed = io.StringIO()
+      with contextlib.redirect_stdout(printed):  # TFDS prints its two notices (termcolor)
+        builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir,
+            try_download_gcs=False,
+            beam_options=beam_options,
+            download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
+          )
         )
-      )
+      for line in printed.getvalue().splitlines():  # to the log file, not the console
+        logging.info("%s", line, extra={"file_only": True})
       builder = get_builder(name, data_dir, **kw, **config_overrides)
   return builder
 
