@@ -59,7 +59,9 @@ def test_device_check_reduced_form(tmp_path):
     assert part["passed"] is True, part
     assert all(f["value"] < part["tolerance"] for _, f in device_check.figures(part))
   inp = on_disk["parts"]["input"]
-  assert inp["synthetic_step_s"]["value"] > 0 and inp["fed_step_s"]["value"] > 0
+  for key in ("synthetic_step_s", "host_fed_step_s", "h2d_s", "h2d_gb_s", "fed_step_s"):
+    assert inp[key]["value"] > 0, key
+  assert "pipeline_skipped" not in inp  # TensorFlow imports here: the tf.data half ran
   assert 0 <= inp["data_wait_share"]["value"] <= 1
   assert inp["input_bound"] is (inp["data_wait_share"]["value"] > 0.1)
   text = (out / device_check.TEXT_FILE).read_text()
@@ -71,6 +73,7 @@ def test_device_check_reduced_form(tmp_path):
     "parity.passed",
     "export.logits_rel",
     "export.passed",
+    "input.h2d_gb_s",
     "input.data_wait_share",
     "input.input_bound",
   ):

@@ -74,7 +74,8 @@ def test_run_files_live_in_the_bucket_and_tools_read_them(gcs, tmp_path, monkeyp
 
 
 def test_jsonl_writer_resume_truncates_in_the_bucket(gcs):
-  from dsanet_jax.train.logging import JsonlWriter, read_jsonl
+  from dsanet_jax.train.logging import read_jsonl
+  from dsanet_jax.train.writers import JsonlWriter
 
   path = f"gs://{BUCKET}/resume/metrics.jsonl"
   w = JsonlWriter(path)
@@ -124,13 +125,13 @@ def _scalars(event_file: epath.Path, tmp_path: pathlib.Path) -> list[tuple[int, 
 def test_tensorboard_events_reach_the_bucket(gcs, tmp_path, monkeypatch):
   """TensorBoard events of a gs:// workdir: staged locally, uploaded at flush and close (the
   events so far are in the bucket mid-run), the staging folder removed at close."""
-  from dsanet_jax.train import logging as log_lib
+  from dsanet_jax.train import writers
 
   staging = tmp_path / "staging"
   staging.mkdir()
   monkeypatch.setattr(tempfile, "tempdir", str(staging))
   monkeypatch.chdir(tmp_path)
-  w = log_lib.create_writer(f"gs://{BUCKET}/tbrun", is_main=True)
+  w = writers.create_writer(f"gs://{BUCKET}/tbrun", is_main=True)
   w.write_scalars(1, {"train/loss": 0.5})
   w.write_scalars(2, {"train/loss": 0.25})
   w.flush()

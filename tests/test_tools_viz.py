@@ -14,7 +14,7 @@ from dsanet_jax.models.dsa import DSA
 from dsanet_jax.tools import explain, plot_runs, results_table
 from dsanet_jax.train import evaluator as eval_lib
 from dsanet_jax.train import inference
-from dsanet_jax.train.logging import JsonlWriter
+from dsanet_jax.train.writers import JsonlWriter
 
 CLASS_NAMES = ["a-b", "b-a", "c-d", "d-c"]
 

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from dsanet_jax.train import checkpoint as ckpt_lib
-from dsanet_jax.train import logging as log_lib
-from dsanet_jax.train import trainer
+from dsanet_jax.train import trainer, writers
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +59,7 @@ def closes(monkeypatch):
     return make
 
   monkeypatch.setattr(ckpt_lib, "make_manager", wrap(ckpt_lib.make_manager, "manager"))
-  monkeypatch.setattr(log_lib, "create_writer", wrap(log_lib.create_writer, "writer"))
+  monkeypatch.setattr(writers, "create_writer", wrap(writers.create_writer, "writer"))
   return closed
 
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from configs import base
-from dsanet_jax.train import evaluation, optim, trainer
-from dsanet_jax.train import logging as log_lib
+from dsanet_jax.train import evaluation, optim, trainer, writers
 
 
 def test_preemption_agrees_across_processes_every_n_steps_only(monkeypatch):
@@ -46,12 +45,12 @@ def test_signal_handler_never_logs_from_the_interrupted_thread(caplog):
 
 def test_jsonl_writer_drops_replayed_steps_at_resume(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  w = log_lib.JsonlWriter(str(path))
+  w = writers.JsonlWriter(str(path))
   w.write_hparams({"config": "{}"})
   for s in range(1, 7):
     w.write_scalars(s, {"train/loss": float(s)})
   w.close()
-  w = log_lib.JsonlWriter(str(path), resume_step=4)  # the run resumes from step 4
+  w = writers.JsonlWriter(str(path), resume_step=4)  # the run resumes from step 4
   for s in (5, 6):
     w.write_scalars(s, {"train/loss": -float(s)})
   w.close()

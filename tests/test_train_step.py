@@ -9,9 +9,10 @@ import pytest
 from flax import nnx
 
 from configs import base
-from dsanet_jax.train import optim, trainer
+from dsanet_jax.train import optim
 from dsanet_jax.train import sharding as sharding_lib
 from dsanet_jax.train import state as state_lib
+from dsanet_jax.train import step as step_lib
 from tests.train_standins import TinyRecognizer, tiny_model_cfg
 
 
@@ -41,7 +42,7 @@ def _run(devices, fsdp, model_cfg, train_cfg, batch, steps=2, min_size=1):
   sh = sharding_lib.state_shardings(abstract, mesh, min_size)
   state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
   step = jax.jit(
-    trainer.make_train_step(mdef, tx, sched, seed=0, grad_accum_steps=train_cfg.grad_accum_steps),
+    step_lib.make_train_step(mdef, tx, sched, seed=0, grad_accum_steps=train_cfg.grad_accum_steps),
     in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
     out_shardings=(sh, sharding_lib.replicated(mesh)),
     donate_argnums=(0,),
@@ -85,7 +86,7 @@ def _real_model_run(devices, fsdp, model_cfg, train_cfg, batch, min_size=256):
   sh = sharding_lib.state_shardings(abstract, mesh, min_size)
   state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
   step = jax.jit(
-    trainer.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+    step_lib.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
     in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
     out_shardings=(sh, sharding_lib.replicated(mesh)),
   )
@@ -209,7 +210,7 @@ def test_real_dsa_model_sharded_with_fsdp_matches_one_device():
     sh = sharding_lib.state_shardings(abstract, mesh, 256)
     state = jax.jit(lambda: state_lib.init_state(build, tx)[0], out_shardings=sh)()
     step = jax.jit(
-      trainer.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
+      step_lib.make_train_step(state_lib.model_def(nnx.eval_shape(build)), tx, sched, seed=0),
       in_shardings=(sh, sharding_lib.batch_sharding(mesh)),
       out_shardings=(sh, sharding_lib.replicated(mesh)),
     )

@@ -10,7 +10,7 @@ Which library does the I/O: epath's `gs://` goes through gcsfs (fsspec): this mo
 TensorFlow is installed, and that one has no endpoint setting (gcsfs honours
 `STORAGE_EMULATOR_HOST`, which the tests use). Orbax/TensorStore use their own GCS client.
 TensorBoard event files of a URL workdir are written locally by clu and uploaded through epath
-(`train.logging.StagedSummaryWriter`). Only TFDS's records (tf.data) go through TensorFlow's file
+(`train.writers.StagedSummaryWriter`). Only TFDS's records (tf.data) go through TensorFlow's file
 system.
 """
 

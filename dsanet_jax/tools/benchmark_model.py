@@ -1,7 +1,8 @@
-r"""The trainer's step on CPU beside the same update of the original network in PyTorch.
+r"""The trainer's step on JAX's device beside the same update of the original network in PyTorch.
 
   python -m dsanet_jax.tools.benchmark_model --config=configs/kinetics400/dsa_i3d_r18.py \
       [--batch=2 --frames=4 --size=112 --steps=7] [--json] [--config.model.conv_impl=frames2d]
+      [--torch_device=cpu|cuda]
 
 The model and the optimiser are the config's (`--config.x=` overrides); the input is `--batch`
 videos x U (`model.num_segments`) x `--frames` x `--size`^2, random uint8 as the pipeline's batches
@@ -11,7 +12,7 @@ timed, each against PyTorch doing the same work on the reference network
 (`dsanet_jax.convert.torch_reference`, the original's modules), in train mode (BatchNorm batch
 statistics, dropout), in the same process:
 
-  step:     what training runs. JAX: `trainer.make_train_step` with `optim.make_optimizer` and
+  step:     what training runs. JAX: `step.make_train_step` with `optim.make_optimizer` and
             `optim.make_schedule` of the config (clip by global norm, coupled weight decay, SGD
             Nesterov momentum, the learning-rate schedule, per-step RNG re-seeding, the step's
             metrics), jitted with the state donated, as the trainer does. PyTorch: forward,
@@ -67,8 +68,9 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
 
   from dsanet_jax.common import data_spec
   from dsanet_jax.models.flops import count_gmacs, hlo_macs
-  from dsanet_jax.train import optim, trainer
+  from dsanet_jax.train import optim
   from dsanet_jax.train import state as state_lib
+  from dsanet_jax.train import step as step_lib
 
   seed = config.seed
   schedule = schedule_of(config)
@@ -82,14 +84,14 @@ def jax_runs(config: ConfigDict, video: Any, labels: Any, model: Any = None) -> 
     "mask": jnp.ones(labels.shape, bool),
   }
   data = data_spec.from_config(config)
-  step_fn = trainer.make_train_step(
+  step_fn = step_lib.make_train_step(
     mdef, tx, schedule, seed=seed, label_smoothing=config.train.label_smoothing, data=data
   )
   compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch).compile()
 
   def loss_fn(params: Any, stats: Any, rngs: Any) -> tuple[jax.Array, Any]:
     model = nnx.merge(mdef.train_graph, params, stats, rngs)
-    loss, _ = trainer.cross_entropy(
+    loss, _ = step_lib.cross_entropy(
       model(data.model_input(batch["video"])),
       batch["label"],
       batch["mask"],
@@ -319,6 +321,13 @@ def _print(r: dict[str, Any]) -> None:
   )
 
 
+def default_torch_device() -> str:
+  """'cuda' where PyTorch sees a GPU, else 'cpu' (the reference runs beside JAX's device)."""
+  import torch
+
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def define_flags() -> None:
   """The command-line flags (defined only when run as a program, so that tests can import it)."""
   config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -329,6 +338,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", 7, "Timed rounds (median and best reported).")
   flags.DEFINE_integer("warmup", 2, "Untimed rounds after compilation.")
   flags.DEFINE_bool("torch", True, "Also time the PyTorch reference.")
+  flags.DEFINE_string(
+    "torch_device", None, "PyTorch's device ('cpu', 'cuda'). Default: cuda where torch sees a GPU."
+  )
   flags.mark_flags_as_required(["config"])
 
 
@@ -342,6 +354,7 @@ def main(argv: list[str]) -> None:
     steps=flags.FLAGS.steps,
     warmup=flags.FLAGS.warmup,
     with_torch=flags.FLAGS.torch,
+    torch_device=flags.FLAGS.torch_device or default_torch_device(),
   )
   if flags.FLAGS.json:
     print(json.dumps(r), flush=True)

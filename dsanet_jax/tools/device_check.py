@@ -8,7 +8,7 @@ DIR/device_check.txt (the same as a table). Four parts, each run by the project'
 that fails is recorded with its error and the others still run (the exit status is then 1):
 
   benchmark  `tools.benchmark_model.benchmark` at float32 and bfloat16 (`model.dtype`): the
-             trainer's jitted `make_train_step` on JAX's first device against the same update of
+             `step.make_train_step` (the trainer's), on JAX's first device, against the update of
              the PyTorch reference network (`convert.torch_reference`) on CUDA when torch sees a
              GPU (else on CPU); seconds per step (median) and their ratio jax/torch.
   parity     `convert.parity.measure` under `jax.default_matmul_precision('highest')`: a random
@@ -17,13 +17,14 @@ that fails is recorded with its error and the others still run (the exit status 
   export     `train.export.export_model` of a random converted checkpoint; the deserialised
              `model.jax` called on the device against `train.inference.load_predictor(...).logits`
              on the same input. Passes below EXPORT_TOL.
-  input      is the step input-bound? The config's prepared dataset (`--data_dir`) through
-             `data.pipeline.make_train_iterator`, feeding the same jitted train step: seconds per
-             step with one device-resident batch reused, against fed from the pipeline
+  input      is the step input-bound? Seconds per step of the same jitted train step with one
+             device-resident uint8 batch reused, against `device_put` of that batch from host
+             memory + step, and the transfer alone (GB/s). Then the config's prepared dataset
+             (`--data_dir`) through `data.pipeline.make_train_iterator` feeding the step
              (`next` + transfer + step); `data_wait_share` = time waiting for the next host batch
              / total. TensorFlow is not on the lent GPU image, and a tensorflow-cpu wheel (>200
-             MB) is over the 64 MiB a run may carry, so there this part is recorded as skipped
-             with that reason (run it on a TPU host or any machine where TensorFlow imports).
+             MB) is over the 64 MiB a run may carry, so there the tf.data half is recorded as
+             skipped with that reason (run it on a TPU host or any machine with the set-up).
 
 Sizes: the full form is the config's network at U x T x 224^2 (batch 8; parity at the real widths
 on 64^2 frames). `--reduced` (the default on a CPU-only host) shrinks the network to R18 at base
@@ -243,34 +244,62 @@ def part_export(config: ConfigDict, sizes: Sizes, workdir: str) -> dict[str, Any
 
 
 def part_input(config: ConfigDict, sizes: Sizes, runs: dict[str, Any]) -> dict[str, Any]:
-  """`runs`: the benchmark's JAX runs by dtype; the step at the config's dtype is reused when
-  the benchmark built it (same shapes), else built here."""
+  """Is the step input-bound? `runs`: the benchmark's JAX runs by dtype; the step at the config's
+  dtype is reused when the benchmark built it (same shapes), else built here.
+
+  Without TensorFlow (the lent GPU image) the tf.data half is recorded as skipped; the transfer
+  half (a uint8 batch from host memory, `device_put` + step) needs only JAX.
+  """
+  c = ConfigDict(config.to_dict())
+  c.model.bn_group_size = 0
+  u, t, s = int(c.model.num_segments), int(c.data.num_frames), int(c.data.crop_size)
+  rng = np.random.default_rng(0)
+  host = {
+    "video": rng.integers(0, 256, (sizes.batch, u, t, s, s, 3), dtype=np.uint8),
+    "label": np.zeros((sizes.batch,), np.int32),
+    "mask": np.ones((sizes.batch,), bool),
+  }
+  jx = runs.get(c.model.dtype) or benchmark_model.jax_runs(c, host["video"], host["label"])
+  device = jax.devices()[0]
+  n = sizes.input_steps
+
+  def timed(fn: Callable[[], None]) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n):
+      fn()
+    return (time.perf_counter() - t0) / n
+
+  resident = jax.device_put(host, device)
+  synthetic = timed(lambda: jx["step_on"](resident))
+  h2d = timed(lambda: jax.block_until_ready(jax.device_put(host, device)))
+  from_host = timed(lambda: jx["step_on"](jax.device_put(host, device)))
+  nbytes = sum(v.nbytes for v in host.values())
+  what = f"train step, batch {list(host['video'].shape)} uint8"
+  out: dict[str, Any] = {
+    "synthetic_step_s": figure(synthetic, "s", f"{what}, one device-resident batch reused"),
+    "host_fed_step_s": figure(from_host, "s", f"{what}, device_put from host memory + step"),
+    "h2d_s": figure(h2d, "s", f"device_put of one batch ({nbytes / 1e6:.3g} MB) alone"),
+    "h2d_gb_s": figure(nbytes / h2d / 1e9, "GB/s", "host-to-device bytes / h2d_s"),
+  }
   try:
     import tensorflow  # noqa: F401  (the pipeline is tf.data)
   except ImportError as e:
-    return {"skipped": f"tensorflow does not import here ({e}); the input pipeline is tf.data"}
+    out["pipeline_skipped"] = (
+      f"tensorflow does not import here ({e}); the tf.data half needs it (a TPU host, or any "
+      "machine with the README's set-up)"
+    )
+    return out
   import tensorflow_datasets as tfds
 
   tfds.display_progress_bar(False)  # the embedded dataset's first build stays off the console
   from dsanet_jax.common import data_spec
   from dsanet_jax.data import pipeline
 
-  c = ConfigDict(config.to_dict())
-  c.model.bn_group_size = 0
   it = pipeline.make_train_iterator(
     data_spec.from_config(c), local_batch_size=sizes.batch, process_index=0, process_count=1
   )
-  keys = ("video", "label", "mask")
-  first = {k: v for k, v in next(it).items() if k in keys}
-  jx = runs.get(c.model.dtype) or benchmark_model.jax_runs(c, first["video"], first["label"])
-  device = jax.devices()[0]
-  resident = jax.device_put(first, device)
-  jx["step_on"](resident)  # warm-up
-  n = sizes.input_steps
-  t0 = time.perf_counter()
-  for _ in range(n):
-    jx["step_on"](resident)
-  synthetic = (time.perf_counter() - t0) / n
+  keys = tuple(host)
   for _ in range(2):  # let the pipeline's buffers fill the way training would start
     jx["step_on"](jax.device_put({k: v for k, v in next(it).items() if k in keys}, device))
   wait = 0.0
@@ -281,15 +310,14 @@ def part_input(config: ConfigDict, sizes: Sizes, runs: dict[str, Any]) -> dict[s
     wait += time.perf_counter() - tw
     jx["step_on"](jax.device_put(b, device))
   fed = (time.perf_counter() - t0) / n
-  what = f"train step, batch {list(first['video'].shape)} {first['video'].dtype}, {c.data.name}"
   share = wait / (fed * n)
-  return {
-    "synthetic_step_s": figure(synthetic, "s", f"{what}, one device-resident batch reused"),
-    "fed_step_s": figure(fed, "s", f"{what}, fed by the tf.data pipeline (next+transfer+step)"),
+  out |= {
+    "fed_step_s": figure(fed, "s", f"{what}, {c.data.name} through tf.data (next+transfer+step)"),
     "fed_over_synthetic": figure(fed / synthetic, "x", "fed / synthetic seconds per step"),
     "data_wait_share": figure(share, "fraction", "time in next(iterator) / fed step time"),
     "input_bound": bool(share > 0.1),
   }
+  return out
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -318,12 +346,13 @@ def devices() -> dict[str, Any]:
   import torch
 
   d = jax.devices()[0]
-  cuda = torch.cuda.is_available()
+  torch_device = benchmark_model.default_torch_device()
+  cuda = torch_device == "cuda"
   return {
     "jax_platform": d.platform,
     "jax_device_kind": d.device_kind,
     "jax_device_count": jax.device_count(),
-    "torch_device": "cuda" if cuda else "cpu",
+    "torch_device": torch_device,
     "torch_device_name": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
     "host_cpus": os.cpu_count(),
   }
@@ -369,12 +398,14 @@ def check(config: ConfigDict, out: str, *, reduced: bool, data_dir: str | None) 
   }
   for name, fn in parts.items():
     report["parts"][name] = run_part(name, fn)
-  report["wall_s"] = time.perf_counter() - t0
-  report["failed"] = [
-    k for k, p in report["parts"].items() if "error" in p or p.get("passed") is False
-  ]
-  paths.write_whole(out_path / JSON_FILE, json.dumps(report, indent=1))
-  paths.write_whole(out_path / TEXT_FILE, table(report))
+    # written after every part: a run cut short (a lease's time limit) keeps the parts it finished
+    report["wall_s"] = time.perf_counter() - t0
+    report["failed"] = [
+      k for k, p in report["parts"].items() if "error" in p or p.get("passed") is False
+    ]
+    report["unfinished"] = [k for k in parts if k not in report["parts"]]
+    paths.write_whole(out_path / JSON_FILE, json.dumps(report, indent=1))
+    paths.write_whole(out_path / TEXT_FILE, table(report))
   return report
 
 
@@ -410,9 +441,14 @@ def table(report: dict[str, Any]) -> str:
       lines.append(f"{name + '.' + k:40s} {f['value']:12.4g}  {f['unit']:20s} {f['compared']}")
     if "passed" in part:
       lines.append(f"{name + '.passed':40s} {part['passed']!s:>12s}  tolerance {part['tolerance']}")
+    if "pipeline_skipped" in part:
+      lines.append(f"{name + '.pipeline':40s} {'skipped':>12s}  {part['pipeline_skipped'][:200]}")
     if "input_bound" in part:
       lines.append(f"{name + '.input_bound':40s} {part['input_bound']!s:>12s}  data wait > 10%")
-  lines.append(f"total {report['wall_s']:.0f} s; failed: {', '.join(report['failed']) or 'none'}")
+  unfinished = f"; not run yet: {', '.join(report['unfinished'])}" if report["unfinished"] else ""
+  lines.append(
+    f"total {report['wall_s']:.0f} s; failed: {', '.join(report['failed']) or 'none'}{unfinished}"
+  )
   return "\n".join(lines) + "\n"
 
 
