@@ -38,6 +38,20 @@ def test_library_never_imports_configs():
   assert not offenders, f"dsanet_jax must not import the repo's configs/: {offenders}"
 
 
+def test_serving_and_the_device_check_import_no_tensorflow():
+  """The predictor, export, the train step and the accelerator check run on hosts without
+  TensorFlow (the lent GPU image): importing them loads neither TensorFlow nor clu's writers."""
+  code = (
+    "import sys\n"
+    "import dsanet_jax.predict, dsanet_jax.train.export, dsanet_jax.train.step\n"
+    "import dsanet_jax.tools.device_check, dsanet_jax.tools.benchmark_model\n"
+    "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'clu'))\n"
+    "assert not bad, bad[:5]\n"
+  )
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_every_third_party_import_is_a_declared_dependency():
   """Each module's third-party imports map (through the installed distributions) to a name in
   pyproject's [project] dependencies or optional-dependencies."""
