@@ -164,6 +164,23 @@ def abstract_state(
   return mdef, abstract, shardings
 
 
+# XLA:CPU's cheapest code generation, for programs that run once (the initialiser): the default
+# R18's init compiles in 1.8 s instead of 14.8 s on 2 cores; its draws differ by at most one
+# float32 ulp (6e-8), not in distribution.
+_RUN_ONCE_CPU_OPTIONS = {
+  "xla_backend_optimization_level": 0,
+  "xla_llvm_disable_expensive_passes": True,
+}
+
+
+def _compile_once(fn: Any) -> Callable[[], Any]:
+  """`fn` (jitted, no arguments) compiled for a single call: on CPU with `_RUN_ONCE_CPU_OPTIONS`."""
+  lowered = fn.lower()
+  if jax.default_backend() == "cpu":
+    return lowered.compile(_RUN_ONCE_CPU_OPTIONS)
+  return lowered.compile()
+
+
 def _eval_state(model: nnx.Module) -> State:
   _, params, stats, _ = split_model(model)
   return {"params": params, "batch_stats": stats, "step": jnp.zeros((), jnp.int32)}
@@ -185,7 +202,7 @@ def _load_train(
     logging.info("resumed from %s at step %d", ckpt_lib.checkpoint_dir(workdir), meta.step)
     return Loaded(mdef, state, names, source, f"resumed@{meta.step}", config, shardings, layout)
   model, meta, source = init_lib.init_model(config)
-  state = jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings)()
+  state = _compile_once(jax.jit(lambda: init_state(build, tx)[0], out_shardings=shardings))()
   if model is None:
     return Loaded(mdef, state, class_names, source, init_lib.SCRATCH, config, shardings, layout)
   where = f"config.init_from={config.init_from}"
