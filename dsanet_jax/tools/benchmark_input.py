@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dsanet_jax.common import data_spec
@@ -281,6 +281,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # a quiet console: TFDS's INFO lines say nothing here
   if flags.FLAGS.config is None:
     raise app.UsageError("--config=path/to/config.py is required")
   r = run(
