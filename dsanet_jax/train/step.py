@@ -13,10 +13,7 @@ import optax
 from flax import nnx
 
 from dsanet_jax.common import data_spec
-from dsanet_jax.train.state import ModelDef, fresh_rngs
-
-# {"params", "batch_stats", "opt_state", "step"}: nnx.State and optax state pytrees
-State = dict[str, Any]
+from dsanet_jax.train.state import ModelDef, State, fresh_rngs
 
 
 def cross_entropy(

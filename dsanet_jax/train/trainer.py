@@ -40,8 +40,8 @@ from dsanet_jax.train import state as state_lib
 
 # re-exported: callers catch trainer.NonFiniteLossError
 from dsanet_jax.train.logging import NonFiniteLossError as NonFiniteLossError
-from dsanet_jax.train.state import ModelDef
-from dsanet_jax.train.step import State, make_train_step
+from dsanet_jax.train.state import ModelDef, State
+from dsanet_jax.train.step import make_train_step
 
 # ===================================================================================== pieces
 
