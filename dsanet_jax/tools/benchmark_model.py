@@ -39,7 +39,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
 Run = Callable[[], None]
@@ -346,6 +346,7 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   del argv
+  logging.set_verbosity(logging.WARNING)  # a quiet console: JAX's backend INFO lines say nothing
   r = benchmark(
     flags.FLAGS.config,
     batch=flags.FLAGS.batch,
